@@ -1,0 +1,55 @@
+"""Progress on a terminal (count, rate, ETA) with rich; silent elsewhere."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+
+class RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.1f} img/s" if speed else "- img/s", style="progress.data.speed")
+
+
+class RichProgress:
+    """Implements ``indexer.run.Progress``."""
+
+    def __init__(self, enabled: bool, console: Console | None = None) -> None:
+        self.enabled = enabled
+        self._progress = Progress(
+            TextColumn("[bold]indexing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            RateColumn(),
+            TextColumn("elapsed"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=console or Console(stderr=True),
+            disable=not enabled,
+        )
+        self._task = None
+
+    def start(self, total: int) -> None:
+        if self.enabled:
+            self._progress.start()
+            self._task = self._progress.add_task("index", total=total)
+
+    def advance(self, n: int) -> None:
+        if self._task is not None:
+            self._progress.advance(self._task, n)
+
+    def finish(self) -> None:
+        if self._task is not None:
+            self._progress.stop()

@@ -1,0 +1,182 @@
+"""One indexing run: walk -> plan -> load (threads) -> embed (batches) -> commit -> remove -> index."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from indexer.load import Loaded, bounded_map, load_file
+from indexer.plan import make_plan
+from indexer.walk import walk
+from indexer.writer import LibraryWriter, utcnow
+from search import ann, catalog
+from search.encoder import Encoder
+from search.records import ImageRecord, IndexParams, Status
+
+
+class Progress(Protocol):
+    def start(self, total: int) -> None: ...
+    def advance(self, n: int) -> None: ...
+    def finish(self) -> None: ...
+
+
+class NoProgress:
+    def start(self, total: int) -> None:
+        pass
+
+    def advance(self, n: int) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class IndexReport:
+    indexed: int = 0  # embedded by the model in this run
+    unchanged: int = 0
+    reused: int = 0  # new or changed files whose content was already embedded (renames, duplicates)
+    removed: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)  # [{path, reason}] in this run
+    unreadable_folders: list[dict[str, str]] = field(default_factory=list)
+    images: int = 0  # indexed images in the library after the run
+    index: IndexParams | None = None
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "indexed": self.indexed,
+            "unchanged": self.unchanged,
+            "reused": self.reused,
+            "removed": self.removed,
+            "skipped": self.skipped,
+            "unreadable_folders": self.unreadable_folders,
+            "images": self.images,
+            "index": self.index.to_json() if self.index else None,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class LazyEncoder:
+    """Loads the model the first time a file actually needs embedding (thread-safe): a run that only
+    finds unchanged files or renames never pays for it."""
+
+    def __init__(self, factory: Callable[[], Encoder], on_load: Callable[[Encoder], None]) -> None:
+        self._factory, self._on_load = factory, on_load
+        self._encoder: Encoder | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Encoder:
+        with self._lock:
+            if self._encoder is None:
+                encoder = self._factory()
+                self._on_load(encoder)
+                self._encoder = encoder
+            return self._encoder
+
+
+def default_workers() -> int:
+    return max(1, min(8, (os.cpu_count() or 1)))
+
+
+def batches(items: Iterable[Loaded], batch_size: int) -> Iterator[list[Loaded]]:
+    """Groups of loaded files holding up to ``batch_size`` images to embed (reuses and skips ride along)."""
+    group: list[Loaded] = []
+    to_embed = 0
+    for item in items:
+        group.append(item)
+        to_embed += item.pixels is not None
+        if to_embed >= batch_size or len(group) >= 4 * batch_size:
+            yield group
+            group, to_embed = [], 0
+    if group:
+        yield group
+
+
+def to_record(item: Loaded, status: Status) -> ImageRecord:
+    info = item.info
+    return ImageRecord(
+        path=item.file.path,
+        size=item.file.size,
+        mtime_ns=item.file.mtime_ns,
+        status=status,
+        content_hash=item.content_hash,
+        width=info.width if info else None,
+        height=info.height if info else None,
+        format=info.format if info else None,
+        taken_at=info.taken_at if info else None,
+        reason=item.reason,
+        indexed_at=utcnow(),
+    )
+
+
+def index_paths(
+    roots: Sequence[Path],
+    writer: LibraryWriter,
+    encoder_factory: Callable[[], Encoder],
+    *,
+    model_id: str,
+    batch_size: int,
+    progress: Progress | None = None,
+    workers: int | None = None,
+    flat_below: int = ann.FLAT_BELOW,
+) -> IndexReport:
+    started = time.perf_counter()
+    progress = progress or NoProgress()
+    report = IndexReport()
+    found = walk(roots)
+    root_paths = [os.path.abspath(os.path.expanduser(r)) for r in roots]
+    with writer.session() as session:
+        states = catalog.file_states(session, root_paths)
+        known = catalog.known_hashes(session)
+    plan = make_plan(found.files, states, root_paths, found.unreadable_dirs)
+    report.unchanged = plan.unchanged
+    report.unreadable_folders = [{"path": p, "reason": r} for p, r in found.unreadable]
+
+    lazy = LazyEncoder(encoder_factory, on_load=lambda enc: writer.bind(model_id, enc.dim))
+    load = lambda f: load_file(f, known, lambda: lazy.get().preprocess, lambda: lazy.get().preprocess.min_side)  # noqa: E731
+    n_workers = workers or default_workers()
+    progress.start(len(plan.todo))
+    try:
+        stream = bounded_map(load, plan.todo, n_workers, ahead=max(2 * batch_size, 4 * n_workers))
+        for group in batches(stream, batch_size):
+            _commit_group(group, writer, lazy, known, report)
+            progress.advance(len(group))
+    finally:
+        progress.finish()
+    if plan.removed:
+        writer.remove(plan.removed)
+        report.removed = len(plan.removed)
+    report.index = writer.finish(flat_below=flat_below)
+    with writer.session() as session:
+        report.images = catalog.counts(session)["indexed"]
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _commit_group(group: list[Loaded], writer: LibraryWriter, lazy: LazyEncoder, known: dict[str, int], report: IndexReport) -> None:
+    embed = [x for x in group if x.pixels is not None]
+    reuse = [x for x in group if x.reuse_id is not None]
+    skipped = [x for x in group if x.skipped]
+    parts: list[np.ndarray] = []
+    if embed:
+        parts.append(lazy.get().encode_pixels(np.stack([x.pixels for x in embed])))
+    if reuse:
+        parts.append(writer.stored([x.reuse_id for x in reuse]))
+    records = [to_record(x, Status.INDEXED) for x in (*embed, *reuse)]
+    vectors = np.concatenate(parts) if parts else np.zeros((0, writer.dim or 0), dtype=np.float32)
+    writer.commit(records, vectors, [to_record(x, Status.SKIPPED) for x in skipped])
+    first = writer.vector_rows - len(records)
+    for i, rec in enumerate(records):  # later duplicates of this content reuse the new vector
+        if rec.content_hash:
+            known.setdefault(rec.content_hash, first + i)
+    report.indexed += len(embed)
+    report.reused += len(reuse)
+    report.skipped.extend({"path": x.file.path, "reason": x.reason or ""} for x in skipped)

@@ -1,0 +1,177 @@
+"""The SQLite catalog: one row per file seen, plus the library's key/value metadata.
+
+The catalog is the source of truth. A vector row or an index entry that no committed catalog row
+points to does not exist as far as searches are concerned, which is what makes a kill at any moment safe.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Engine,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from search.records import ImageRecord, Status
+
+CATALOG_FILE = "catalog.sqlite"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class FileRow(Base):
+    __tablename__ = "files"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    faiss_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    content_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    format: Mapped[str | None] = mapped_column(String(16))
+    taken_at: Mapped[datetime | None] = mapped_column(DateTime)
+    reason: Mapped[str | None] = mapped_column(Text)
+    indexed_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    def to_record(self) -> ImageRecord:
+        return ImageRecord(
+            path=self.path,
+            size=self.size,
+            mtime_ns=self.mtime_ns,
+            status=Status(self.status),
+            faiss_id=self.faiss_id,
+            content_hash=self.content_hash,
+            width=self.width,
+            height=self.height,
+            format=self.format,
+            taken_at=self.taken_at,
+            reason=self.reason,
+            indexed_at=self.indexed_at,
+        )
+
+
+class MetaRow(Base):
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)  # JSON
+
+
+def connect(path: Path) -> Engine:
+    """An engine on the catalog file: WAL so readers never block on (or see half of) a writer's batch."""
+    engine = create_engine(f"sqlite:///{path}")
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    return engine
+
+
+# --- metadata ---------------------------------------------------------------------------------------
+
+
+def read_meta(session: Session) -> dict[str, Any]:
+    return {row.key: json.loads(row.value) for row in session.scalars(select(MetaRow))}
+
+
+def write_meta(session: Session, values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        session.merge(MetaRow(key=key, value=json.dumps(value)))
+
+
+# --- files ------------------------------------------------------------------------------------------
+
+
+def file_states(session: Session, under: Sequence[str] | None = None) -> dict[str, tuple[int, int]]:
+    """path -> (size, mtime_ns) for every row, or for rows under any of the given folder prefixes."""
+    stmt = select(FileRow.path, FileRow.size, FileRow.mtime_ns)
+    return {
+        path: (size, mtime)
+        for path, size, mtime in session.execute(stmt)
+        if under is None or any(is_under(path, root) for root in under)
+    }
+
+
+def is_under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def known_hashes(session: Session) -> dict[str, int]:
+    """content hash -> faiss id of an indexed row holding that content's vector."""
+    stmt = select(FileRow.content_hash, FileRow.faiss_id).where(
+        FileRow.status == Status.INDEXED, FileRow.faiss_id.is_not(None)
+    )
+    return {h: fid for h, fid in session.execute(stmt) if h}
+
+
+def live_ids(session: Session) -> np.ndarray:
+    stmt = select(FileRow.faiss_id).where(FileRow.faiss_id.is_not(None))
+    return np.fromiter(session.scalars(stmt), dtype=np.int64)
+
+
+def records_by_faiss_id(session: Session, ids: Iterable[int]) -> dict[int, ImageRecord]:
+    wanted = [int(i) for i in ids]
+    if not wanted:
+        return {}
+    rows = session.scalars(select(FileRow).where(FileRow.faiss_id.in_(wanted)))
+    return {row.faiss_id: row.to_record() for row in rows if row.faiss_id is not None}
+
+
+def record_by_path(session: Session, path: str) -> ImageRecord | None:
+    row = session.scalars(select(FileRow).where(FileRow.path == path)).first()
+    return row.to_record() if row else None
+
+
+def counts(session: Session) -> dict[str, int]:
+    stmt = select(FileRow.status, func.count()).group_by(FileRow.status)
+    found = {status: n for status, n in session.execute(stmt)}
+    return {str(s): int(found.get(str(s), 0)) for s in Status}
+
+
+def upsert_records(session: Session, records: Sequence[ImageRecord]) -> None:
+    """Insert or replace rows by path. Runs inside the caller's transaction."""
+    paths = [rec.path for rec in records]
+    existing: dict[str, FileRow] = {}
+    for start in range(0, len(paths), 500):
+        chunk = select(FileRow).where(FileRow.path.in_(paths[start : start + 500]))
+        existing.update((row.path, row) for row in session.scalars(chunk))
+    for rec in records:
+        row = existing.get(rec.path)
+        if row is None:
+            row = existing[rec.path] = FileRow(path=rec.path)
+            session.add(row)
+        row.size, row.mtime_ns, row.status = rec.size, rec.mtime_ns, str(rec.status)
+        row.faiss_id, row.content_hash = rec.faiss_id, rec.content_hash
+        row.width, row.height, row.format = rec.width, rec.height, rec.format
+        row.taken_at, row.reason, row.indexed_at = rec.taken_at, rec.reason, rec.indexed_at
+
+
+def delete_paths(session: Session, paths: Sequence[str]) -> None:
+    for start in range(0, len(paths), 500):
+        session.execute(delete(FileRow).where(FileRow.path.in_(paths[start : start + 500])))

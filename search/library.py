@@ -1,0 +1,240 @@
+"""A library on disk, opened for reading: catalog + stored vectors + FAISS index, searched by vector.
+
+Layout of ``home``::
+
+    catalog.sqlite        files and metadata (the source of truth)
+    vectors-<gen>.f16     full vectors, row i = FAISS id i (raw, memory-mapped)
+    index-<gen>.faiss     FAISS index over the committed rows (may lag; the lag is added on open)
+    lock                  held by the one indexer allowed to write
+
+Opening reads one consistent snapshot of the catalog (the rows committed so far), so a search that
+runs while an indexer is writing sees the last committed state, never half a batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from search import ann, catalog
+from search.errors import LibraryCorrupt, LibraryNotFound, ModelMismatch, QueryError
+from search.records import Hit, ImageRecord, IndexParams, LibraryInfo, Vectors
+from search.schema import migrate
+from search.vectors import open_vectors
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What one read transaction of the catalog saw."""
+
+    meta: dict[str, Any]
+    live: np.ndarray  # sorted FAISS ids of committed, indexed rows
+
+    @property
+    def model(self) -> str | None:
+        return self.meta.get("model")
+
+    @property
+    def dim(self) -> int | None:
+        return self.meta.get("dim")
+
+    @property
+    def vector_rows(self) -> int:
+        return int(self.meta.get("vector_rows", 0))
+
+    @property
+    def index_params(self) -> IndexParams | None:
+        raw = self.meta.get("index_params")
+        return IndexParams.from_json(raw) if raw else None
+
+
+def catalog_path(home: Path) -> Path:
+    return home / catalog.CATALOG_FILE
+
+
+def read_snapshot(engine: Engine) -> Snapshot:
+    with Session(engine) as session, session.begin():
+        meta = catalog.read_meta(session)
+        live = np.sort(catalog.live_ids(session))
+    return Snapshot(meta=meta, live=live)
+
+
+def check_model(snapshot: Snapshot, model: str | None, home: Path) -> None:
+    if model is not None and snapshot.model is not None and snapshot.model != model:
+        raise ModelMismatch(
+            f"The library in {home} was built with the model '{snapshot.model}', not '{model}': "
+            f"leave out --model to use the library's model, or index into another --home."
+        )
+
+
+class Library:
+    """Read side of one library. Cheap to open; the index is loaded on the first search."""
+
+    def __init__(self, home: Path, engine: Engine, snapshot: Snapshot) -> None:
+        self.home = home
+        self.engine = engine
+        self.snapshot = snapshot
+        self._vectors: np.ndarray | None = None
+        self._index: faiss.Index | None = None
+        self._allowed: np.ndarray | None = None
+
+    @classmethod
+    def open(cls, home: Path, *, model: str | None = None) -> Library:
+        home = Path(home).expanduser()
+        if not catalog_path(home).is_file():
+            raise LibraryNotFound(
+                f"There is no Viewfinder library in {home}: run `viewfinder index FOLDER --home {home}` first."
+            )
+        engine = catalog.connect(catalog_path(home))
+        migrate(engine, where=str(home))
+        snapshot = read_snapshot(engine)
+        check_model(snapshot, model, home)
+        return cls(home, engine, snapshot)
+
+    def refresh(self) -> None:
+        """Take a new snapshot (after an indexer has committed more); drops the loaded index."""
+        self.snapshot = read_snapshot(self.engine)
+        self._vectors = self._index = self._allowed = None
+
+    def close(self) -> None:
+        self._vectors = self._index = None
+        self.engine.dispose()
+
+    # --- facts ---------------------------------------------------------------------------------------
+
+    @property
+    def model(self) -> str | None:
+        return self.snapshot.model
+
+    @property
+    def dim(self) -> int | None:
+        return self.snapshot.dim
+
+    def __len__(self) -> int:
+        return len(self.snapshot.live)
+
+    def info(self) -> LibraryInfo:
+        with Session(self.engine) as session:
+            counts = catalog.counts(session)
+        sizes = {p.name: p.stat().st_size for p in sorted(self.home.iterdir()) if p.is_file()}
+        last = self.snapshot.meta.get("last_indexed_at")
+        return LibraryInfo(
+            home=str(self.home),
+            model=self.model or "",
+            dim=self.dim or 0,
+            images=counts["indexed"],
+            skipped=counts["skipped"],
+            index=self.snapshot.index_params,
+            last_indexed_at=datetime.fromisoformat(last) if last else None,
+            bytes_on_disk={"total": sum(sizes.values()), **sizes},
+        )
+
+    def record(self, path: str | Path) -> ImageRecord | None:
+        with Session(self.engine) as session:
+            return catalog.record_by_path(session, str(path))
+
+    def records(self, faiss_ids: np.ndarray) -> dict[int, ImageRecord]:
+        with Session(self.engine) as session:
+            return catalog.records_by_faiss_id(session, faiss_ids.tolist())
+
+    # --- vectors and index ----------------------------------------------------------------------------
+
+    @property
+    def vectors(self) -> np.ndarray:
+        if self._vectors is None:
+            snap = self.snapshot
+            if snap.dim is None or snap.vector_rows == 0:
+                self._vectors = np.zeros((0, snap.dim or 0), dtype=np.float16)
+            else:
+                path = self.home / snap.meta["vectors_file"]
+                try:
+                    self._vectors = open_vectors(path, snap.dim, snap.meta["dtype"], snap.vector_rows)
+                except (FileNotFoundError, ValueError) as err:
+                    raise LibraryCorrupt(
+                        f"The vectors file of the library in {self.home} is missing or shorter than the "
+                        f"catalog says ({err}); run `viewfinder doctor --home {self.home}`."
+                    ) from err
+        return self._vectors
+
+    def vector(self, faiss_id: int) -> Vectors:
+        return ann.gather(self.vectors, np.array([faiss_id]))[0]
+
+    def vector_for_path(self, path: str | Path) -> Vectors | None:
+        rec = self.record(path)
+        if rec is None or rec.faiss_id is None:
+            return None
+        return self.vector(rec.faiss_id)
+
+    @property
+    def allowed(self) -> np.ndarray:
+        """Boolean mask over FAISS ids: True for rows the snapshot's catalog holds."""
+        if self._allowed is None:
+            mask = np.zeros(self.snapshot.vector_rows, dtype=bool)
+            mask[self.snapshot.live[self.snapshot.live < len(mask)]] = True
+            self._allowed = mask
+        return self._allowed
+
+    @property
+    def index(self) -> faiss.Index:
+        if self._index is None:
+            self._index = self._load_index()
+        return self._index
+
+    def _load_index(self) -> faiss.Index:
+        snap = self.snapshot
+        params = snap.index_params
+        name = snap.meta.get("index_file")
+        covered = int(snap.meta.get("index_rows", 0))
+        if params is None or name is None:
+            params = ann.choose_index_params(0, snap.dim or 0)
+            index, covered = ann.new_index(params), 0
+        else:
+            try:
+                index = ann.read_index(self.home / name)
+            except RuntimeError as err:
+                raise LibraryCorrupt(
+                    f"The index file {name} of the library in {self.home} cannot be read; "
+                    f"run `viewfinder doctor --home {self.home} --repair`."
+                ) from err
+        tail = snap.live[snap.live >= covered]  # committed after the index was last written
+        ann.add_vectors(index, self.vectors, tail)
+        return index
+
+    def index_params(self) -> IndexParams:
+        return self.snapshot.index_params or ann.choose_index_params(0, self.dim or 0)
+
+    # --- search ---------------------------------------------------------------------------------------
+
+    def search_vector(self, query: Vectors, k: int = 20, allowed: np.ndarray | None = None) -> list[Hit]:
+        """The ``k`` nearest indexed images to a unit query vector, exactly re-ranked, best first.
+
+        ``allowed`` (a boolean mask over FAISS ids) narrows the search, e.g. to a folder.
+        """
+        if k < 1:
+            raise QueryError("The number of results must be at least 1.")
+        if len(self) == 0:
+            raise QueryError(f"The library in {self.home} has no indexed images yet: run `viewfinder index`.")
+        query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
+        if query.shape[1] != self.dim:
+            raise QueryError(f"The query has {query.shape[1]} dimensions; the library's vectors have {self.dim}.")
+        mask = self.allowed if allowed is None else (self.allowed & allowed[: len(self.allowed)])
+        params = self.index_params()
+        if allowed is not None and mask.sum() <= ann.FLAT_BELOW:
+            candidates = np.flatnonzero(mask)  # a narrow filter: score every allowed vector exactly
+        else:
+            stale = max(0, self.index.ntotal - len(self))  # rows removed since the index was written
+            depth = (max(params.rerank, 10 * k) if params.kind == "ivfpq" else k) + stale
+            if allowed is not None:
+                depth = min(len(self.allowed), depth * max(1, round(len(mask) / max(1, mask.sum()))))
+            candidates = ann.candidates(self.index, params, query, depth)
+        ids, scores = ann.rerank(query, candidates, self.vectors, mask, k)
+        records = self.records(ids)
+        found = [(records[int(fid)], float(score)) for fid, score in zip(ids, scores, strict=True) if int(fid) in records]
+        return [Hit(rank=rank, score=score, record=rec) for rank, (rec, score) in enumerate(found, start=1)]

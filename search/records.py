@@ -1,0 +1,105 @@
+"""Typed records shared by the read and the write path."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal, TypeAlias
+
+import numpy as np
+from numpy.typing import NDArray
+
+Vectors: TypeAlias = NDArray[np.float32]  # (n, dim), rows L2-normalised
+
+
+class Status(StrEnum):
+    INDEXED = "indexed"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRecord:
+    """One catalog row: a file the indexer has seen."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    status: Status
+    faiss_id: int | None = None
+    content_hash: str | None = None
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    taken_at: datetime | None = None
+    reason: str | None = None
+    indexed_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["status"] = str(self.status)
+        for key in ("taken_at", "indexed_at"):
+            value = out[key]
+            out[key] = value.isoformat() if value is not None else None
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    rank: int  # 1-based
+    score: float  # cosine similarity, exact (re-ranked from the stored vectors)
+    record: ImageRecord
+
+    @property
+    def path(self) -> str:
+        return self.record.path
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rank": self.rank, "path": self.record.path, "score": round(self.score, 6), **{
+            k: v for k, v in self.record.to_json().items() if k != "path"
+        }}
+
+
+@dataclass(frozen=True, slots=True)
+class IndexParams:
+    """How the FAISS index is built. ``kind='flat'`` is exact; ``'ivfpq'`` is approximate + exact re-rank."""
+
+    kind: Literal["flat", "ivfpq"]
+    dim: int
+    nlist: int = 0
+    m: int = 0
+    nbits: int = 0
+    nprobe: int = 0
+    rerank: int = 0  # candidates fetched from the index and re-scored exactly, at least
+    trained_on: int = 0  # collection size the index was chosen/trained for
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> IndexParams:
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class LibraryInfo:
+    home: str
+    model: str
+    dim: int
+    images: int
+    skipped: int
+    index: IndexParams | None
+    last_indexed_at: datetime | None
+    bytes_on_disk: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "home": self.home,
+            "model": self.model,
+            "dim": self.dim,
+            "images": self.images,
+            "skipped": self.skipped,
+            "index": self.index.to_json() if self.index else None,
+            "last_indexed_at": self.last_indexed_at.isoformat() if self.last_indexed_at else None,
+            "bytes_on_disk": self.bytes_on_disk,
+        }

@@ -1,0 +1,35 @@
+"""One frozen settings object, read once from the environment and overridden with ``dataclasses.replace``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+
+
+def default_home(environ: Mapping[str, str]) -> Path:
+    """``$VIEWFINDER_HOME``, else ``$XDG_DATA_HOME/viewfinder``, else ``~/.local/share/viewfinder``."""
+    if environ.get("VIEWFINDER_HOME"):
+        return Path(environ["VIEWFINDER_HOME"]).expanduser()
+    base = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base).expanduser() / "viewfinder"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    home: Path
+    model: str | None = None  # None: the library's own model, or DEFAULT_MODEL for a new library
+    device: str = "auto"  # auto | cpu | cuda
+    batch_size: int | None = None  # None: chosen for the device
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        return cls(
+            home=default_home(env),
+            model=env.get("VIEWFINDER_MODEL") or None,
+            device=env.get("VIEWFINDER_DEVICE", "auto"),
+        )

@@ -1,0 +1,77 @@
+"""The full vectors, one row per FAISS id, in a raw append-only file read through a memory map.
+
+Row ``i`` of the file is the vector of FAISS id ``i``. The writer appends, fsyncs, and only then
+commits the catalog rows that point at the new rows; the catalog's ``vector_rows`` says how many rows
+are committed, so a torn tail left by a kill is never read and is cut off by the next writer.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from search.records import Vectors
+
+DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
+def row_bytes(dim: int, dtype: str) -> int:
+    return dim * np.dtype(DTYPES[dtype]).itemsize
+
+
+def file_rows(path: Path, dim: int, dtype: str) -> int:
+    """Complete rows present in the file (a torn last row does not count)."""
+    try:
+        return path.stat().st_size // row_bytes(dim, dtype)
+    except FileNotFoundError:
+        return 0
+
+
+def open_vectors(path: Path, dim: int, dtype: str, rows: int) -> np.ndarray:
+    """A read-only (rows, dim) view of the first ``rows`` committed rows; nothing is read until used."""
+    if rows == 0:
+        return np.zeros((0, dim), dtype=DTYPES[dtype])
+    return np.memmap(path, dtype=DTYPES[dtype], mode="r", shape=(rows, dim))
+
+
+def append_vectors(path: Path, vectors: Vectors, dtype: str, committed_rows: int) -> int:
+    """Write ``vectors`` after the first ``committed_rows`` rows, durably. Returns the first new row.
+
+    Anything after ``committed_rows`` (a tail from a killed run) is overwritten.
+    """
+    data = np.ascontiguousarray(vectors, dtype=DTYPES[dtype])
+    width = row_bytes(vectors.shape[1], dtype)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.ftruncate(fd, committed_rows * width)
+        os.lseek(fd, committed_rows * width, os.SEEK_SET)
+        view = memoryview(data).cast("B")
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return committed_rows
+
+
+def write_vectors_atomic(path: Path, vectors: Vectors, dtype: str, chunk_rows: int = 65536) -> None:
+    """Write a whole new vectors file: temp file, fsync, rename (used when compacting)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        for start in range(0, len(vectors), chunk_rows):
+            fh.write(np.ascontiguousarray(vectors[start : start + chunk_rows], dtype=DTYPES[dtype]).tobytes())
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,224 @@
+"""The ``viewfinder`` command: a thin Typer layer over ``search`` and ``indexer``.
+
+Library code raises ``ViewfinderError``s; this module alone turns them into one-sentence messages on
+stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from search.errors import ViewfinderError
+from search.settings import DEFAULT_MODEL, Settings
+
+app = typer.Typer(
+    name="viewfinder",
+    help="Semantic image search: index folders of images with CLIP, then search them by text or by image.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+T = TypeVar("T")
+
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option("--home", help="Library folder [env VIEWFINDER_HOME; default ~/.local/share/viewfinder].", show_default=False),
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help=f"Hugging Face CLIP/SigLIP id or local folder [default: the library's model, or {DEFAULT_MODEL}].",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+KOpt = Annotated[int, typer.Option("-k", "--top", min=1, max=10_000, help="Number of results.")]
+
+
+def settings_for(home: Path | None, model: str | None = None, device: str = "auto") -> Settings:
+    base = Settings.from_env()
+    return Settings(home=home or base.home, model=model or base.model, device=device, batch_size=base.batch_size)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Domain errors become one clear sentence on stderr and exit code 1; Ctrl-C exits 130."""
+    try:
+        yield
+    except ViewfinderError as err:
+        typer.echo(f"Error: {err}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo("Interrupted; everything committed so far is kept. Run the same command again to finish.", err=True)
+        raise typer.Exit(130) from None
+
+
+def emit_json(data: Any) -> None:
+    typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+# --- index --------------------------------------------------------------------------------------------
+
+
+@app.command()
+def index(
+    paths: Annotated[list[Path], typer.Argument(help="Folders (walked recursively) or image files.", show_default=False)],
+    home: HomeOpt = None,
+    model: ModelOpt = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Images per model call [default: 32 on CPU, 256 on CUDA].")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Decoding threads [default: CPU count, at most 8].")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Index images under PATHS: new and changed files are embedded, unchanged ones skipped, deleted ones removed."""
+    from indexer.progress import RichProgress
+    from indexer.run import index_paths
+    from indexer.writer import LibraryWriter
+    from search.encoder import Encoder, default_batch_size, pick_device, resolve_model_id
+
+    settings = settings_for(home, model, device)
+    with user_errors():
+        missing = [str(p) for p in paths if not p.exists()]
+        if missing:
+            raise_usage(f"No such file or folder: {', '.join(missing)}")
+        dev = pick_device(settings.device)
+        with LibraryWriter.open(settings.home) as writer:
+            model_id = resolve_model_id(settings.model) if settings.model else (writer.model or DEFAULT_MODEL)
+            writer.check_model(model_id)
+            progress = RichProgress(enabled=not as_json and sys.stderr.isatty())
+            report = index_paths(
+                paths,
+                writer,
+                lambda: Encoder.load(model_id, dev),
+                model_id=model_id,
+                batch_size=batch_size or settings.batch_size or default_batch_size(dev),
+                progress=progress,
+                workers=workers,
+            )
+    if as_json:
+        emit_json(report.to_json())
+        return
+    for item in report.skipped:
+        typer.echo(f"skipped {item['path']}: {item['reason']}", err=True)
+    for item in report.unreadable_folders:
+        typer.echo(f"could not read {item['path']}: {item['reason']} (its indexed files are kept)", err=True)
+    kind = report.index.kind if report.index else "none"
+    typer.echo(
+        f"Indexed {report.indexed}, reused {report.reused}, unchanged {report.unchanged}, removed {report.removed}, "
+        f"skipped {len(report.skipped)} in {report.seconds:.1f}s. The library holds {report.images} images ({kind} index)."
+    )
+
+
+def raise_usage(message: str) -> None:
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+# --- search / similar -----------------------------------------------------------------------------------
+
+
+def _print_hits(hits: list[Any], as_json: bool) -> None:
+    if as_json:
+        emit_json([hit.to_json() for hit in hits])
+        return
+    if not hits:
+        typer.echo("No results.")
+    for hit in hits:
+        typer.echo(f"{hit.rank:>3}  {hit.score:.4f}  {hit.path}")
+
+
+def _searcher(settings: Settings) -> Any:
+    from search.encoder import Encoder, resolve_model_id
+    from search.library import Library
+    from search.searcher import Searcher
+
+    library = Library.open(settings.home, model=resolve_model_id(settings.model) if settings.model else None)
+    model_id = library.model or DEFAULT_MODEL
+    return Searcher(library, lambda: Encoder.load(model_id, settings.device))
+
+
+@app.command()
+def search(
+    text: Annotated[str, typer.Argument(help="What to look for, in words.", show_default=False)],
+    home: HomeOpt = None,
+    model: ModelOpt = None,
+    k: KOpt = 20,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    as_json: JsonOpt = False,
+) -> None:
+    """Find the images that best match TEXT, best first."""
+    with user_errors():
+        hits = _searcher(settings_for(home, model, device)).search(text, k=k)
+    _print_hits(hits, as_json)
+
+
+@app.command()
+def similar(
+    image: Annotated[Path, typer.Argument(help="An image file (indexed or not).", show_default=False)],
+    home: HomeOpt = None,
+    model: ModelOpt = None,
+    k: KOpt = 20,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    as_json: JsonOpt = False,
+) -> None:
+    """Find the images most like IMAGE, best first (the image itself first, if it is indexed)."""
+    with user_errors():
+        if not image.is_file():
+            raise_usage(f"No such image file: {image}")
+        hits = _searcher(settings_for(home, model, device)).similar(image, k=k)
+    _print_hits(hits, as_json)
+
+
+# --- info ---------------------------------------------------------------------------------------------
+
+
+@app.command()
+def info(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """Facts about a library: images, skipped files, model, index, sizes on disk."""
+    from search.library import Library
+
+    with user_errors():
+        library = Library.open(settings_for(home).home)
+        facts = library.info().to_json()
+    if as_json:
+        emit_json(facts)
+        return
+    index = facts["index"] or {}
+    params = ", ".join(f"{k}={v}" for k, v in index.items() if k not in ("kind", "dim") and v) or "-"
+    lines = [
+        ("library", facts["home"]),
+        ("images", facts["images"]),
+        ("skipped", facts["skipped"]),
+        ("model", facts["model"] or "(none yet)"),
+        ("dim", facts["dim"] or "-"),
+        ("index", f"{index.get('kind', 'none')} ({params})"),
+        ("last indexed", facts["last_indexed_at"] or "never"),
+        ("on disk", _human_bytes(facts["bytes_on_disk"].get("total", 0))),
+    ]
+    for key, value in lines:
+        typer.echo(f"{key:>13}: {value}")
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
