@@ -3,7 +3,9 @@
 Everything here is a small function without side effects on global state: Pillow's
 ``MAX_IMAGE_PIXELS`` and ``ImageFile.LOAD_TRUNCATED_IMAGES`` are never touched, the
 pixel limit is a parameter, and every failure becomes :class:`ImageDecodeError`
-with a short lower-case ``reason``.
+with a short lower-case ``reason``. (The one exception: while a decode runs, Pillow's
+warnings about the file are filtered out; see ``_PillowWarningSilencer``.) Safe to call from
+several threads at once.
 
 Only a fixed set of raster formats is ever handed to Pillow (see ``_DECODABLE_FORMATS``):
 nothing that would start Ghostscript (EPS) or another external program on a file found
@@ -12,18 +14,20 @@ in a photo folder.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
 import re
 import struct
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, BinaryIO, Final, TypeAlias
+from typing import IO, BinaryIO, Final, TypeAlias, cast
 
 import numpy as np
 from PIL import Image, ImageFile
@@ -34,6 +38,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
     "UNKNOWN_FORMAT",
+    "FileSource",
     "ImageInfo",
     "ImageSource",
     "decode_image",
@@ -43,11 +48,14 @@ __all__ = [
     "sniff_format",
 ]
 
-ImageSource: TypeAlias = "bytes | bytearray | memoryview | str | os.PathLike[str] | BinaryIO | IO[bytes] | Image.Image"
+FileSource: TypeAlias = "bytes | bytearray | memoryview | str | os.PathLike[str] | BinaryIO | IO[bytes]"
+"""An encoded image: its bytes, a path (``str`` is a path, not data) or a binary stream."""
+ImageSource: TypeAlias = "FileSource | Image.Image"
 
 DEFAULT_MAX_PIXELS: Final[int] = 178_956_970  # == 2 x Image.MAX_IMAGE_PIXELS: where Pillow itself raises
 """Images with more pixels than this are refused before any pixel data is decoded. (Pillow only warns
-between its MAX_IMAGE_PIXELS, 89_478_485, and twice that; this module has no warning zone.)"""
+between its MAX_IMAGE_PIXELS, 89_478_485, and twice that; here there is no warning zone, and a frame
+or tile that a plugin finds over twice MAX_IMAGE_PIXELS is refused whatever ``max_pixels`` says.)"""
 
 HEADER_BYTES: Final[int] = 32
 """How many leading bytes :func:`sniff_format` looks at."""
@@ -91,7 +99,7 @@ _ORIENTATION_TRANSPOSE: Final[dict[int, Image.Transpose]] = {
     3: Image.Transpose.ROTATE_180,
     4: Image.Transpose.FLIP_TOP_BOTTOM,
     5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_90,
+    6: Image.Transpose.ROTATE_270,
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
@@ -158,9 +166,9 @@ def sniff_format(header: bytes) -> str | None:
         return "TIFF"
     if len(h) >= 12 and h[4:8] == b"ftyp":
         return _sniff_isobmff(h)
-    if h.startswith(b"\x00\x00\x00\x0cjP  \r\n\x87\n") or h.startswith(b"\xff\x4f\xff\x51"):
+    if h.startswith((b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51")):  # JP2 box, raw codestream
         return "JPEG2000"
-    if h.startswith(b"\x00\x00\x00\x0cJXL \r\n\x87\n") or h.startswith(b"\xff\x0a"):
+    if h.startswith((b"\x00\x00\x00\x0cJXL \r\n\x87\n", b"\xff\x0a")):  # container, raw codestream
         return "JXL"
     if h[:4] == b"qoif":
         return "QOI"
@@ -204,19 +212,58 @@ def _register_optional_plugins() -> None:
     register_heif_opener()
 
 
-@contextmanager
-def _pillow_warnings_as_errors() -> Iterator[None]:
-    """Pillow's DecompressionBombWarning raises (so it can be turned into ImageDecodeError); its other
-    warnings about odd files (corrupt EXIF, palette transparency...) are dropped.
+class _PillowWarningSilencer:
+    """Keeps Pillow's warnings about the file being decoded quiet while any thread is decoding here.
 
-    Note: ``warnings.catch_warnings`` is process-wide on Python < 3.14; with several threads decoding at
-    once the filter list may be restored out of order. Pillow's own size check at open time is bypassed
-    (see ``_identify``), so the warning can only come from a plugin's internal frame/tile checks.
+    - DecompressionBombWarning: the pixel limit is ``max_pixels``, checked by this module before
+      decoding. Pillow's soft limit (``Image.MAX_IMAGE_PIXELS``, 89M pixels) is half the default one and
+      some plugins (TIFF, MPO, ICO, GIF) check it again internally: a legitimate 100M-pixel scan would
+      warn (or, under an 'error' filter, fail). Pillow's hard limit (twice that) still raises
+      DecompressionBombError, which becomes ImageDecodeError.
+    - UserWarning from PIL modules: remarks about odd files ('Corrupt EXIF data', 'malformed MPO'...),
+      which would otherwise fail a decode wherever warnings are errors (tests, ``-W error``).
+
+    ``warnings.catch_warnings`` is not used: it snapshots and restores the process-wide filter list, which
+    goes wrong when the indexer's worker threads overlap. Instead these 'ignore' entries are added while at
+    least one decode is running and removed (by value, not by restoring a snapshot) by the last one out.
+    An entry that is already there is neither added nor removed.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        yield
+
+    _QUIET: Final[tuple[tuple[type[Warning], str], ...]] = (
+        (Image.DecompressionBombWarning, ""),
+        (UserWarning, r"PIL\."),  # a module regex, as in ``warnings.filterwarnings``
+    )
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._installed: list[tuple[object, ...]] = []
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._users == 0:
+                for category, module in self._QUIET:
+                    # The entry filterwarnings() builds: (action, message, category, module, lineno).
+                    entry = ("ignore", None, category, re.compile(module) if module else None, 0)
+                    if entry not in warnings.filters:
+                        warnings.filterwarnings("ignore", category=category, module=module)
+                        self._installed.append(entry)
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    filters = cast("list[tuple[object, ...]]", warnings.filters)
+                    for installed in self._installed:
+                        with contextlib.suppress(ValueError):  # gone: someone restored an older snapshot
+                            filters.remove(installed)
+                    self._installed.clear()
+
+
+_quiet_pillow_warnings = _PillowWarningSilencer()
 
 
 def _identify(fp: IO[bytes]) -> tuple[ImageFile.ImageFile | None, str | None]:
@@ -273,7 +320,8 @@ def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
 def _pillow_bomb_reason(exc: BaseException) -> str:
     """Pillow's own limit tripped inside a plugin (a frame or tile bigger than the image)."""
     match = re.search(r"\((\d+) pixels\)", str(exc))
-    limit = Image.MAX_IMAGE_PIXELS
+    soft = Image.MAX_IMAGE_PIXELS
+    limit = soft if isinstance(exc, Image.DecompressionBombWarning) or soft is None else 2 * soft
     what = f"{match[1]} pixels" if match else "image"
     return f"decompression bomb: {what} is over pillow's limit of {limit}"
 
@@ -283,7 +331,12 @@ def _unreadable(exc: OSError) -> ImageDecodeError:
     return ImageDecodeError(f"unreadable: {message.lower()}")
 
 
-def _read_all(source: ImageSource) -> bytes:
+def _seekable(stream: IO[bytes]) -> bool:
+    seekable = getattr(stream, "seekable", None)
+    return bool(seekable()) if callable(seekable) else False
+
+
+def _read_all(source: FileSource) -> bytes:
     """The whole encoded file, read once. Streams are rewound first when they can be (like Image.open)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source)
@@ -293,7 +346,7 @@ def _read_all(source: ImageSource) -> bytes:
         except OSError as exc:
             raise _unreadable(exc) from exc
     try:
-        if source.seekable():
+        if _seekable(source):
             source.seek(0)
         data = source.read()
     except OSError as exc:
@@ -334,10 +387,8 @@ def _read_exif(im: Image.Image, *, header_only: bool) -> tuple[int, datetime | N
             exif = im.getexif()
         orientation = exif.get(_ORIENTATION_TAG, 1)
         taken_at = None
-        try:
+        with contextlib.suppress(Exception):  # a broken Exif IFD is just missing
             taken_at = _parse_exif_datetime(exif.get_ifd(_EXIF_IFD).get(_DATETIME_ORIGINAL_TAG))
-        except Exception:  # noqa: BLE001 - a broken Exif IFD is just missing
-            pass
         if taken_at is None:
             taken_at = _parse_exif_datetime(exif.get(_DATETIME_TAG))
     except Exception:  # noqa: BLE001 - corrupt EXIF is common and harmless
@@ -487,7 +538,7 @@ def decode_image(
             raise ImageDecodeError(REASON_EMPTY)
         im = None
 
-    with _pillow_warnings_as_errors():
+    with _quiet_pillow_warnings():
         try:
             if im is None:
                 im, unsupported = _identify(io.BytesIO(data))
@@ -501,7 +552,7 @@ def decode_image(
             raise ImageDecodeError(_pillow_bomb_reason(exc)) from exc
         except MemoryError as exc:
             raise ImageDecodeError(REASON_OUT_OF_MEMORY) from exc
-        except Exception as exc:  # noqa: BLE001 - untrusted input: Pillow raises many kinds
+        except Exception as exc:  # untrusted input: Pillow raises many kinds
             raise ImageDecodeError(REASON_CORRUPT) from exc
 
 
@@ -518,7 +569,7 @@ def read_image_info(source: ImageSource) -> ImageInfo:
     :raises ImageDecodeError: as :func:`decode_image`.
     """
     if isinstance(source, Image.Image):
-        with _pillow_warnings_as_errors():
+        with _quiet_pillow_warnings():
             return _info_from_open(source)
 
     fp: IO[bytes]
@@ -529,13 +580,13 @@ def read_image_info(source: ImageSource) -> ImageInfo:
             fp = open(source, "rb")  # noqa: SIM115 - closed below
         except OSError as exc:
             raise _unreadable(exc) from exc
-    elif source.seekable():
-        fp = source  # type: ignore[assignment]
+    elif _seekable(source):
+        fp = source
     else:
         fp = io.BytesIO(_read_all(source))
 
     try:
-        with _pillow_warnings_as_errors():
+        with _quiet_pillow_warnings():
             try:
                 fp.seek(0)
                 header = fp.read(HEADER_BYTES)
@@ -555,7 +606,7 @@ def read_image_info(source: ImageSource) -> ImageInfo:
                 if isinstance(source, (str, os.PathLike)) and exc.strerror:
                     raise _unreadable(exc) from exc
                 raise ImageDecodeError(REASON_CORRUPT) from exc
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise ImageDecodeError(REASON_CORRUPT) from exc
     finally:
         if fp is not source:

@@ -210,6 +210,10 @@ class Library:
     def index_params(self) -> IndexParams:
         return self.snapshot.index_params or ann.choose_index_params(0, self.dim or 0)
 
+    def ensure_searchable(self) -> None:
+        if len(self) == 0:
+            raise QueryError(f"The library in {self.home} has no indexed images yet: run `viewfinder index FOLDER --home {self.home}`.")
+
     # --- search ---------------------------------------------------------------------------------------
 
     def search_vector(self, query: Vectors, k: int = 20, allowed: np.ndarray | None = None) -> list[Hit]:
@@ -219,8 +223,7 @@ class Library:
         """
         if k < 1:
             raise QueryError("The number of results must be at least 1.")
-        if len(self) == 0:
-            raise QueryError(f"The library in {self.home} has no indexed images yet: run `viewfinder index`.")
+        self.ensure_searchable()
         query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
         if query.shape[1] != self.dim:
             raise QueryError(f"The query has {query.shape[1]} dimensions; the library's vectors have {self.dim}.")

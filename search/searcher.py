@@ -39,11 +39,13 @@ class Searcher:
         """Images matching a text, best first."""
         if not text or not text.strip():
             raise QueryError("The text query is empty.")
+        self.library.ensure_searchable()
         return self.library.search_vector(self.encoder.encode_text([text])[0], k, allowed)
 
     def similar(self, image: ImageQuery, k: int = 20, allowed: np.ndarray | None = None) -> list[Hit]:
         """Images like the given one: a path (an indexed file uses its stored vector), bytes, a file object
         or a PIL image. The image itself, when indexed, comes first with a score of about 1."""
+        self.library.ensure_searchable()
         return self.library.search_vector(self.image_vector(image), k, allowed)
 
     def image_vector(self, image: ImageQuery) -> Vectors:

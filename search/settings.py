@@ -24,6 +24,7 @@ class Settings:
     model: str | None = None  # None: the library's own model, or DEFAULT_MODEL for a new library
     device: str = "auto"  # auto | cpu | cuda
     batch_size: int | None = None  # None: chosen for the device
+    flat_below: int | None = None  # None: search.ann.FLAT_BELOW (exact index below this many images)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -32,4 +33,5 @@ class Settings:
             home=default_home(env),
             model=env.get("VIEWFINDER_MODEL") or None,
             device=env.get("VIEWFINDER_DEVICE", "auto"),
+            flat_below=int(env["VIEWFINDER_FLAT_BELOW"]) if env.get("VIEWFINDER_FLAT_BELOW") else None,
         )

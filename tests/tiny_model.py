@@ -302,3 +302,11 @@ __all__ = [
     "build_tiny_siglip",
     "bytes_to_unicode",
 ]
+
+
+if __name__ == "__main__":  # `python tests/tiny_model.py OUT_DIR [siglip]`: a random model to try things offline
+    import sys
+
+    out = Path(sys.argv[1])
+    (build_tiny_siglip if sys.argv[2:] == ["siglip"] else build_tiny_clip)(out)
+    print(out)

@@ -46,7 +46,13 @@ KOpt = Annotated[int, typer.Option("-k", "--top", min=1, max=10_000, help="Numbe
 
 def settings_for(home: Path | None, model: str | None = None, device: str = "auto") -> Settings:
     base = Settings.from_env()
-    return Settings(home=home or base.home, model=model or base.model, device=device, batch_size=base.batch_size)
+    return Settings(
+        home=home or base.home,
+        model=model or base.model,
+        device=device,
+        batch_size=base.batch_size,
+        flat_below=base.flat_below,
+    )
 
 
 @contextmanager
@@ -83,6 +89,7 @@ def index(
     from indexer.progress import RichProgress
     from indexer.run import index_paths
     from indexer.writer import LibraryWriter
+    from search.ann import FLAT_BELOW
     from search.encoder import Encoder, default_batch_size, pick_device, resolve_model_id
 
     settings = settings_for(home, model, device)
@@ -103,6 +110,7 @@ def index(
                 batch_size=batch_size or settings.batch_size or default_batch_size(dev),
                 progress=progress,
                 workers=workers,
+                flat_below=settings.flat_below or FLAT_BELOW,
             )
     if as_json:
         emit_json(report.to_json())
@@ -141,8 +149,9 @@ def _searcher(settings: Settings) -> Any:
     from search.library import Library
     from search.searcher import Searcher
 
-    library = Library.open(settings.home, model=resolve_model_id(settings.model) if settings.model else None)
-    model_id = library.model or DEFAULT_MODEL
+    requested = resolve_model_id(settings.model) if settings.model else None
+    library = Library.open(settings.home, model=requested)
+    model_id = library.model or requested or DEFAULT_MODEL
     return Searcher(library, lambda: Encoder.load(model_id, settings.device))
 
 
