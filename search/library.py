@@ -227,7 +227,7 @@ class Library:
         query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
         if query.shape[1] != self.dim:
             raise QueryError(f"The query has {query.shape[1]} dimensions; the library's vectors have {self.dim}.")
-        mask = self.allowed if allowed is None else (self.allowed & allowed[: len(self.allowed)])
+        mask = self.allowed if allowed is None else self.allowed & _fit(allowed, len(self.allowed))
         params = self.index_params()
         if allowed is not None and mask.sum() <= ann.FLAT_BELOW:
             candidates = np.flatnonzero(mask)  # a narrow filter: score every allowed vector exactly
@@ -241,3 +241,10 @@ class Library:
         records = self.records(ids)
         found = [(records[int(fid)], float(score)) for fid, score in zip(ids, scores, strict=True) if int(fid) in records]
         return [Hit(rank=rank, score=score, record=rec) for rank, (rec, score) in enumerate(found, start=1)]
+
+
+def _fit(mask: np.ndarray, length: int) -> np.ndarray:
+    """A boolean mask cut or padded (with False) to ``length``."""
+    out = np.zeros(length, dtype=bool)
+    out[: min(length, len(mask))] = mask[:length]
+    return out

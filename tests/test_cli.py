@@ -43,6 +43,24 @@ def test_index_search_similar_info(cli: Cli, collection: Path) -> None:
     assert info["bytes_on_disk"]["total"] > 0 and "catalog.sqlite" in info["bytes_on_disk"]
 
 
+def test_ivfpq_end_to_end(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The approximate path through the real CLI: a small collection with the flat threshold lowered."""
+    root = tmp_path / "many"
+    for i in range(120):
+        write_image(root / f"{i:03d}.png", seed=1000 + i, size=(48, 40))
+    monkeypatch.setenv("VIEWFINDER_FLAT_BELOW", "50")
+    report = cli("index", str(root), "--json")
+    assert report["index"]["kind"] == "ivfpq" and report["index"]["trained_on"] == 120
+    assert cli("info", "--json")["index"]["kind"] == "ivfpq"
+    for i in (0, 57, 119):
+        hits = cli("similar", str(root / f"{i:03d}.png"), "--json", "-k", "5")
+        assert hits[0]["path"] == str(root / f"{i:03d}.png") and hits[0]["score"] == pytest.approx(1.0, abs=1e-3)
+        assert len(hits) == 5
+    (root / "057.png").unlink()
+    assert cli("index", str(root), "--json")["removed"] == 1
+    assert str(root / "057.png") not in {h["path"] for h in cli("search", "x", "--json", "-k", "200")}
+
+
 def test_content_not_extension_decides(cli: Cli, collection: Path) -> None:
     cli("index", str(collection))
     paths = {h["path"]: h for h in cli("search", "anything", "--json", "-k", "100")}
