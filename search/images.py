@@ -29,10 +29,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, BinaryIO, Final, TypeAlias, cast
 
-import numpy as np
 from PIL import Image, ImageFile
 
 from search.errors import ImageDecodeError
+from search.exif import displayed_size, orient, read_exif
+from search.formats import (
+    HEADER_BYTES,
+    IMAGE_EXTENSIONS,
+    is_image_candidate,
+    sniff_format,
+)
+from search.pixels import to_rgb
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -57,55 +64,14 @@ DEFAULT_MAX_PIXELS: Final[int] = 178_956_970  # == 2 x Image.MAX_IMAGE_PIXELS: w
 between its MAX_IMAGE_PIXELS, 89_478_485, and twice that; here there is no warning zone, and a frame
 or tile that a plugin finds over twice MAX_IMAGE_PIXELS is refused whatever ``max_pixels`` says.)"""
 
-HEADER_BYTES: Final[int] = 32
-"""How many leading bytes :func:`sniff_format` looks at."""
-
 UNKNOWN_FORMAT: Final[str] = "UNKNOWN"
 """``ImageInfo.format`` of an in-memory ``PIL.Image`` that did not come from a file."""
-
-IMAGE_EXTENSIONS: Final[frozenset[str]] = frozenset(
-    {
-        ".jpg", ".jpeg", ".jpe", ".jfif",  # JPEG (and camera MPO files)
-        ".png", ".apng",
-        ".gif",
-        ".webp",
-        ".bmp", ".dib",
-        ".tif", ".tiff",
-        ".heic", ".heif", ".hif",  # decodable only when pillow-heif is installed
-        ".avif",
-        ".jp2", ".j2k", ".jpf", ".jpx",
-        ".jxl",  # recognised, but Pillow cannot decode it yet: reported as unsupported
-        ".qoi",
-        ".ico",
-        ".ppm", ".pgm", ".pbm", ".pnm",
-    }
-)  # fmt: skip
-"""Lower-case file extensions (with the dot) of the image formats this module recognises."""
 
 # Pillow format names that may be decoded. Anything else Pillow could open is refused as
 # 'not an image' (EPS would run Ghostscript; TGA/SPIDER/... have no magic and would claim junk).
 _DECODABLE_FORMATS: Final[frozenset[str]] = frozenset(
     {"JPEG", "MPO", "PNG", "GIF", "WEBP", "TIFF", "BMP", "DIB", "ICO", "AVIF", "HEIF", "JPEG2000", "QOI", "PPM"}
 )
-
-_ORIENTATION_TAG: Final = 0x0112
-_DATETIME_TAG: Final = 0x0132
-_EXIF_IFD: Final = 0x8769
-_DATETIME_ORIGINAL_TAG: Final = 0x9003
-
-# EXIF orientation -> the transpose that makes the stored pixels look as displayed (as ImageOps.exif_transpose).
-_ORIENTATION_TRANSPOSE: Final[dict[int, Image.Transpose]] = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-
-_WHITE: Final = (255, 255, 255)
-_HIGH_BIT_MODES: Final = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 
 REASON_EMPTY: Final = "empty file"
 REASON_NOT_IMAGE: Final = "not an image (unrecognised format)"
@@ -121,82 +87,6 @@ class ImageInfo:
     height: int
     format: str  # Pillow's format name: 'JPEG', 'PNG', 'MPO', 'HEIF'...
     taken_at: datetime | None  # EXIF DateTimeOriginal, else DateTime; naive (no time zone)
-
-
-# --- recognising image files ------------------------------------------------------------------------
-
-_HEIF_BRANDS: Final = frozenset(
-    {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1", b"mif2"}
-)
-_AVIF_BRANDS: Final = frozenset({b"avif", b"avis"})
-_BMP_HEADER_SIZES: Final = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
-_PPM_MAGIC: Final = re.compile(rb"P[1-6][ \t\r\n#]")
-
-
-def _sniff_isobmff(h: bytes) -> str | None:
-    """HEIF/AVIF: an ISO base media 'ftyp' box; AVIF if any brand in view says so."""
-    major = h[8:12]
-    if major in _AVIF_BRANDS:
-        return "AVIF"
-    box_end = min(int.from_bytes(h[0:4], "big"), len(h))
-    compatible = {h[i : i + 4] for i in range(16, box_end - 3, 4)}
-    if compatible & _AVIF_BRANDS and (major in _AVIF_BRANDS or major in {b"mif1", b"msf1"}):
-        return "AVIF"
-    if major in _HEIF_BRANDS or compatible & _HEIF_BRANDS - {b"mif1", b"msf1"}:
-        return "HEIF"
-    return None
-
-
-def sniff_format(header: bytes) -> str | None:
-    """The image format named by the magic bytes at the start of a file (Pillow's names), or None.
-
-    Pure: looks at the first ``HEADER_BYTES`` bytes only. Recognises JPEG, PNG, GIF, WEBP,
-    TIFF (and so TIFF-based camera raw files), BMP, ICO, HEIF, AVIF, JPEG2000, JXL, QOI, PPM.
-    """
-    h = bytes(header[:HEADER_BYTES])
-    if h.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if h.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
-    if h[:6] in (b"GIF87a", b"GIF89a"):
-        return "GIF"
-    if h[:4] == b"RIFF" and h[8:12] == b"WEBP":
-        return "WEBP"
-    if h[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return "TIFF"
-    if len(h) >= 12 and h[4:8] == b"ftyp":
-        return _sniff_isobmff(h)
-    if h.startswith((b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51")):  # JP2 box, raw codestream
-        return "JPEG2000"
-    if h.startswith((b"\x00\x00\x00\x0cJXL \r\n\x87\n", b"\xff\x0a")):  # container, raw codestream
-        return "JXL"
-    if h[:4] == b"qoif":
-        return "QOI"
-    if h[:2] == b"BM" and len(h) >= 18 and int.from_bytes(h[14:18], "little") in _BMP_HEADER_SIZES:
-        return "BMP"
-    if h[:4] == b"\x00\x00\x01\x00" and len(h) >= 6 and h[4:6] != b"\x00\x00":
-        return "ICO"
-    if _PPM_MAGIC.match(h):
-        return "PPM"
-    return None
-
-
-def is_image_candidate(path: Path, header: bytes | None = None) -> bool:
-    """Whether the indexer should try to decode ``path``.
-
-    True if the extension (any case) is in :data:`IMAGE_EXTENSIONS` (without reading the file),
-    else if ``header`` (or, when None, the file's first bytes) sniffs as an image.
-    An unreadable file without an image extension is not a candidate.
-    """
-    if Path(path).suffix.lower() in IMAGE_EXTENSIONS:
-        return True
-    if header is None:
-        try:
-            with open(path, "rb") as fp:
-                header = fp.read(HEADER_BYTES)
-        except OSError:
-            return False
-    return sniff_format(header) is not None
 
 
 # --- opening ------------------------------------------------------------------------------------------
@@ -358,100 +248,11 @@ def _read_all(source: FileSource) -> bytes:
 
 # --- metadata -------------------------------------------------------------------------------------------
 
-_EXIF_DATETIME: Final = re.compile(r"\s*(\d{4})[:\-/](\d{2})[:\-/](\d{2})[ T](\d{2}):(\d{2})(?::(\d{2}))?")
-
-
-def _parse_exif_datetime(value: object) -> datetime | None:
-    """'YYYY:MM:DD HH:MM:SS' (as EXIF writes it; '-' and missing seconds tolerated) -> naive datetime."""
-    if isinstance(value, bytes):
-        value = value.decode("ascii", "replace")
-    if not isinstance(value, str):
-        return None
-    match = _EXIF_DATETIME.match(value.strip("\x00 "))
-    if match is None:
-        return None
-    year, month, day, hour, minute, second = (int(g) if g else 0 for g in match.groups())
-    try:
-        return datetime(year, month, day, hour, minute, second)
-    except ValueError:  # '0000:00:00 00:00:00', Feb 30...
-        return None
-
-
-def _read_exif(im: Image.Image, *, header_only: bool) -> tuple[int, datetime | None]:
-    """(EXIF orientation 1..8, taken_at). Broken metadata never fails the decode: it reads as absent."""
-    try:
-        if header_only:
-            # PngImageFile.getexif() would decode the pixels to find a late eXIf chunk; read what the header has.
-            exif = Image.Image.getexif(im)
-        else:
-            exif = im.getexif()
-        orientation = exif.get(_ORIENTATION_TAG, 1)
-        taken_at = None
-        with contextlib.suppress(Exception):  # a broken Exif IFD is just missing
-            taken_at = _parse_exif_datetime(exif.get_ifd(_EXIF_IFD).get(_DATETIME_ORIGINAL_TAG))
-        if taken_at is None:
-            taken_at = _parse_exif_datetime(exif.get(_DATETIME_TAG))
-    except Exception:  # noqa: BLE001 - corrupt EXIF is common and harmless
-        return 1, None
-    if not isinstance(orientation, int) or orientation not in _ORIENTATION_TRANSPOSE:
-        orientation = 1
-    return orientation, taken_at
-
-
-def _displayed_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:
-    width, height = size
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
-
-
 def _format_of(im: Image.Image) -> str:
     return im.format or UNKNOWN_FORMAT
 
 
 # --- pixels -----------------------------------------------------------------------------------------------
-
-
-def _scale_to_8bit(im: Image.Image) -> Image.Image:
-    """16/32-bit integer or float greyscale -> 'L', stretching the actual min..max to 0..255.
-
-    A constant image keeps its level relative to the nominal range (0..65535 for integers, 0..1 for floats).
-    """
-    values = np.asarray(im).astype(np.float32)
-    finite = np.isfinite(values)
-    if not finite.any():
-        return Image.new("L", im.size, 0)
-    lo = float(values[finite].min())
-    hi = float(values[finite].max())
-    if hi > lo:
-        scaled = (values - lo) * (255.0 / (hi - lo))
-    else:
-        full_scale = 1.0 if im.mode == "F" else 65535.0
-        scaled = np.full_like(values, min(max(lo / full_scale, 0.0), 1.0) * 255.0)
-    scaled[~finite] = 0.0
-    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
-
-
-def _composite_on_white(im: Image.Image) -> Image.Image:
-    rgba = im if im.mode == "RGBA" else im.convert("RGBA")
-    out = Image.new("RGB", rgba.size, _WHITE)
-    out.paste(rgba.convert("RGB"), mask=rgba.getchannel("A"))
-    return out
-
-
-def _to_rgb(im: Image.Image) -> Image.Image:
-    """Any Pillow mode -> 8-bit RGB. Returns ``im`` itself when it is already RGB without transparency."""
-    mode = im.mode
-    if mode in _HIGH_BIT_MODES:
-        return _scale_to_8bit(im).convert("RGB")
-    if mode == "La":  # premultiplied; Pillow converts it to LA only
-        im = im.convert("LA")
-    if im.has_transparency_data:  # RGBA, LA, PA, RGBa, P/L/RGB with a transparent colour
-        return _composite_on_white(im)
-    if im.mode == "RGB":
-        return im
-    try:
-        return im.convert("RGB")  # L, P, 1, CMYK, YCbCr, LAB, HSV
-    except ValueError as exc:
-        raise ImageDecodeError(f"unsupported pixel mode {mode}") from exc
 
 
 def _reduce_factor(size: tuple[int, int], min_side: int) -> int:
@@ -470,11 +271,6 @@ def _draft_size(size: tuple[int, int], min_side: int) -> tuple[int, int] | None:
     return None
 
 
-def _orient(im: Image.Image, orientation: int) -> Image.Image:
-    method = _ORIENTATION_TRANSPOSE.get(orientation)
-    return im if method is None else im.transpose(method)
-
-
 def _finish(
     im: Image.Image,
     *,
@@ -490,15 +286,15 @@ def _finish(
         if draft is not None:
             im.draft("RGB", draft)  # a no-op for everything but JPEG/MPO
     im.load()
-    orientation, taken_at = _read_exif(im, header_only=False)
-    info = ImageInfo(*_displayed_size(full_size, orientation), format=_format_of(im), taken_at=taken_at)
+    orientation, taken_at = read_exif(im, header_only=False)
+    info = ImageInfo(*displayed_size(full_size, orientation), format=_format_of(im), taken_at=taken_at)
 
-    out = _to_rgb(im)
+    out = to_rgb(im)
     if min_side is not None:
         factor = _reduce_factor(out.size, min_side)
         if factor > 1:
             out = out.reduce(factor)
-    out = _orient(out, orientation)
+    out = orient(out, orientation)
     if out is im:
         out = im.copy()  # never hand back the caller's object or a file-backed ImageFile
     # Drop copied metadata: the orientation is applied now and must not be applied a second time.
@@ -557,8 +353,8 @@ def decode_image(
 
 
 def _info_from_open(im: Image.Image) -> ImageInfo:
-    orientation, taken_at = _read_exif(im, header_only=True)
-    return ImageInfo(*_displayed_size(im.size, orientation), format=_format_of(im), taken_at=taken_at)
+    orientation, taken_at = read_exif(im, header_only=True)
+    return ImageInfo(*displayed_size(im.size, orientation), format=_format_of(im), taken_at=taken_at)
 
 
 def read_image_info(source: ImageSource) -> ImageInfo:
@@ -623,7 +419,7 @@ def make_thumbnail(image: Image.Image, max_side: int = 256, *, quality: int = 85
     """
     if max_side < 1:
         raise ValueError(f"max_side must be >= 1, got {max_side}")
-    rgb = _to_rgb(image)
+    rgb = to_rgb(image)
     width, height = rgb.size
     longer = max(width, height)
     if longer > max_side:
