@@ -168,6 +168,10 @@ class LibraryWriter:
         vectors = open_vectors(self.vectors_path, self.dim, self.meta["dtype"], rows)
         current = snapshot.index_params
         old_file = self.meta.get("index_file")
+        unchanged = rows == self.meta.get("index_rows") and len(live) == self.meta.get("index_live")
+        if old_file is not None and unchanged and not ann.needs_rebuild(current, len(live), self.dim, flat_below=flat_below):
+            self._set_meta({"last_indexed_at": utcnow().isoformat()})
+            return current
         if old_file is None or ann.needs_rebuild(current, len(live), self.dim, flat_below=flat_below):
             params = ann.choose_index_params(len(live), self.dim, flat_below=flat_below)
             index = ann.build_index(params, vectors, live)
@@ -188,6 +192,7 @@ class LibraryWriter:
                 "index_file": new_file,
                 "index_params": params.to_json(),
                 "index_rows": rows,
+                "index_live": len(live),
                 "last_indexed_at": utcnow().isoformat(),
             }
         )

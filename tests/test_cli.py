@@ -73,7 +73,9 @@ def test_content_not_extension_decides(cli: Cli, collection: Path) -> None:
 
 def test_rerun_embeds_nothing(cli: Cli, collection: Path) -> None:
     first = cli("index", str(collection), "--json")
+    index_files = sorted(p.name for p in cli.home.glob("index-*.faiss"))
     again = cli("index", str(collection), "--json")
+    assert sorted(p.name for p in cli.home.glob("index-*.faiss")) == index_files  # not rewritten
     assert again["indexed"] == again["reused"] == again["removed"] == 0
     assert again["unchanged"] == first["indexed"] + len(first["skipped"])
     assert again["skipped"] == []  # a broken file is not retried until it changes
