@@ -225,6 +225,71 @@ def _human_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+# --- doctor -------------------------------------------------------------------------------------------
+
+
+@app.command()
+def doctor(
+    home: HomeOpt = None,
+    repair: Annotated[bool, typer.Option("--repair", help="Fix what can be fixed from the stored vectors (no re-embedding).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the catalog, vectors and index against each other; --repair fixes what can be fixed.
+
+    Exit code 0 when the library is healthy (or was repaired), 1 when problems remain."""
+    from indexer.doctor import examine
+    from indexer.doctor import repair as repair_library
+    from search.ann import FLAT_BELOW
+
+    settings = settings_for(home)
+    with user_errors():
+        checkup = examine(settings.home)
+        if repair:
+            checkup = repair_library(settings.home, checkup, flat_below=settings.flat_below or FLAT_BELOW)
+    if as_json:
+        emit_json(checkup.to_json())
+    else:
+        for action in checkup.repaired:
+            typer.echo(f"repaired: {action}")
+        for finding in checkup.findings:
+            fix = f" (--repair: {finding.repair})" if finding.repair and not repair else ""
+            typer.echo(f"{finding.severity}: {finding.message}{fix}")
+        if checkup.healthy:
+            facts = checkup.facts
+            typer.echo(f"Healthy: {facts.get('indexed', 0)} indexed images, {facts.get('vector_rows', 0)} stored vectors, index {facts.get('index_file') or 'not built yet'}.")
+        else:
+            hint = f" Run `viewfinder doctor --home {settings.home} --repair`." if checkup.repairable and not repair else ""
+            typer.echo(f"Problems remain.{hint}")
+    if not checkup.healthy:
+        raise typer.Exit(1)
+
+
+# --- ui -----------------------------------------------------------------------------------------------
+
+
+@app.command()
+def ui(
+    home: HomeOpt = None,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to serve the page on.")] = 8501,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind: 127.0.0.1 is this machine only; 0.0.0.0 opens it to the network.")
+    ] = "127.0.0.1",
+) -> None:
+    """Serve the web UI on a library: search by text, drop in an image, or ask for more like a result."""
+    import os
+
+    from search.library import Library
+    from ui.launch import streamlit_command
+
+    settings = settings_for(home)
+    with user_errors():
+        Library.open(settings.home).close()  # no library: say what to run, before starting a server
+    command = streamlit_command(settings.home, port=port, host=host)
+    typer.echo(f"Viewfinder: serving {settings.home} on http://{host}:{port} (Ctrl-C stops it)", err=True)
+    sys.stdout.flush()
+    os.execv(command[0], command)  # Streamlit takes over this process: signals reach it directly
+
+
 def main() -> None:
     app()
 
