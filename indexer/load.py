@@ -74,11 +74,14 @@ def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: i
     if workers <= 1:
         yield from map(fn, items)
         return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="viewfinder-load") as pool:
-        pending: deque = deque()
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="viewfinder-load")
+    pending: deque = deque()
+    try:
         for item in items:
             pending.append(pool.submit(fn, item))
             if len(pending) >= ahead:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+    finally:  # on an error or an abandoned generator, drop the work not started yet
+        pool.shutdown(wait=True, cancel_futures=True)

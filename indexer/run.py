@@ -71,13 +71,20 @@ class LazyEncoder:
     def __init__(self, factory: Callable[[], Encoder], on_load: Callable[[Encoder], None]) -> None:
         self._factory, self._on_load = factory, on_load
         self._encoder: Encoder | None = None
+        self._failure: BaseException | None = None
         self._lock = threading.Lock()
 
     def get(self) -> Encoder:
         with self._lock:
+            if self._failure is not None:  # every waiting worker gets the first failure, not a new attempt
+                raise self._failure
             if self._encoder is None:
-                encoder = self._factory()
-                self._on_load(encoder)
+                try:
+                    encoder = self._factory()
+                    self._on_load(encoder)
+                except BaseException as err:
+                    self._failure = err
+                    raise
                 self._encoder = encoder
             return self._encoder
 

@@ -55,3 +55,23 @@ def test_plan() -> None:
 def test_plan_size_change_alone_counts() -> None:
     plan = make_plan([f("/r/a.jpg", size=11)], {"/r/a.jpg": (10, 1)}, roots=["/r"])
     assert [x.path for x in plan.todo] == ["/r/a.jpg"] and plan.removed == []
+
+
+def test_lazy_encoder_fails_once(tmp_path: Path) -> None:
+    """A model that cannot load is tried once, not once per waiting decoder thread."""
+    import pytest
+
+    from indexer.load import bounded_map
+    from indexer.run import LazyEncoder
+    from search.errors import ModelLoadError
+
+    calls = []
+
+    def factory():
+        calls.append(1)
+        raise ModelLoadError("cannot load")
+
+    lazy = LazyEncoder(factory, on_load=lambda enc: None)
+    with pytest.raises(ModelLoadError):
+        list(bounded_map(lambda _: lazy.get(), range(50), workers=4, ahead=16))
+    assert len(calls) == 1
