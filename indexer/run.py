@@ -6,18 +6,21 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from indexer import faults
+from indexer.embed import OUT_OF_MEMORY, ChunkLimit, embed_halving
 from indexer.load import Loaded, bounded_map, load_file
 from indexer.plan import make_plan
-from indexer.walk import walk
+from indexer.walk import FoundFile, walk
 from indexer.writer import LibraryWriter, utcnow
 from search import ann, catalog
 from search.encoder import Encoder
+from search.images import is_image_candidate
 from search.records import ImageRecord, IndexParams, Status
 
 
@@ -107,6 +110,28 @@ def batches(items: Iterable[Loaded], batch_size: int) -> Iterator[list[Loaded]]:
         yield group
 
 
+BAD_NAME = "the file name is not valid UTF-8 (rename the file to index it)"
+
+
+def printable(path: str) -> str:
+    """A path whose name holds bytes that are not UTF-8, with those bytes shown as \\xNN."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def split_bad_names(files: Sequence[FoundFile]) -> tuple[list[FoundFile], list[str]]:
+    """(files the catalog can store, paths it cannot: names with bytes that are not UTF-8). Pure."""
+    good: list[FoundFile] = []
+    bad: list[str] = []
+    for f in files:
+        try:
+            f.path.encode("utf-8")
+        except UnicodeEncodeError:
+            bad.append(f.path)
+        else:
+            good.append(f)
+    return good, bad
+
+
 def to_record(item: Loaded, status: Status) -> ImageRecord:
     info = item.info
     return ImageRecord(
@@ -138,29 +163,33 @@ def index_paths(
     started = time.perf_counter()
     progress = progress or NoProgress()
     report = IndexReport()
-    found = walk(roots)
+    found = walk(roots, is_candidate=faults.watched("walk", is_image_candidate))
+    files, bad_names = split_bad_names(found.files)
     root_paths = [os.path.abspath(os.path.expanduser(r)) for r in roots]
     with writer.session() as session:
         states = catalog.file_states(session, root_paths)
         known = catalog.known_hashes(session)
-    plan = make_plan(found.files, states, root_paths, found.unreadable_dirs)
+    plan = make_plan(files, states, root_paths, found.unreadable_dirs)
     report.unchanged = plan.unchanged
-    report.unreadable_folders = [{"path": p, "reason": r} for p, r in found.unreadable]
+    report.skipped.extend({"path": printable(p), "reason": BAD_NAME} for p in bad_names)
+    report.unreadable_folders = [{"path": printable(p), "reason": r} for p, r in found.unreadable]
 
     lazy = LazyEncoder(encoder_factory, on_load=lambda enc: writer.bind(model_id, enc.dim))
     load = lambda f: load_file(f, known, lambda: lazy.get().preprocess, lambda: lazy.get().preprocess.min_side)  # noqa: E731
     n_workers = workers or default_workers()
+    limit = ChunkLimit()
     progress.start(len(plan.todo))
     try:
         stream = bounded_map(load, plan.todo, n_workers, ahead=max(2 * batch_size, 4 * n_workers))
         for group in batches(stream, batch_size):
-            _commit_group(group, writer, lazy, known, report)
+            _commit_group(group, writer, lazy, known, report, limit)
             progress.advance(len(group))
     finally:
         progress.finish()
     if plan.removed:
         writer.remove(plan.removed)
         report.removed = len(plan.removed)
+        faults.reached("removed")
     report.index = writer.finish(flat_below=flat_below)
     with writer.session() as session:
         report.images = catalog.counts(session)["indexed"]
@@ -168,18 +197,29 @@ def index_paths(
     return report
 
 
-def _commit_group(group: list[Loaded], writer: LibraryWriter, lazy: LazyEncoder, known: dict[str, int], report: IndexReport) -> None:
+def _commit_group(
+    group: list[Loaded], writer: LibraryWriter, lazy: LazyEncoder, known: dict[str, int], report: IndexReport, limit: ChunkLimit
+) -> None:
     embed = [x for x in group if x.pixels is not None]
     reuse = [x for x in group if x.reuse_id is not None]
     skipped = [x for x in group if x.skipped]
+    no_memory: list[Loaded] = []  # reported, not recorded: the next run tries them again
     parts: list[np.ndarray] = []
     if embed:
-        parts.append(lazy.get().encode_pixels(np.stack([x.pixels for x in embed])))
+        out = embed_halving(lazy.get().encode_pixels, np.stack([x.pixels for x in embed]), limit=limit.value)
+        limit.value = out.limit
+        no_memory = [replace(embed[i], pixels=None, reason=OUT_OF_MEMORY) for i in out.failed]
+        embed = [embed[i] for i in out.done]
+        if embed:
+            parts.append(out.vectors)
     if reuse:
         parts.append(writer.stored([x.reuse_id for x in reuse]))
     records = [to_record(x, Status.INDEXED) for x in (*embed, *reuse)]
     vectors = np.concatenate(parts) if parts else np.zeros((0, writer.dim or 0), dtype=np.float32)
+    faults.reached("batch.embedded")
     writer.commit(records, vectors, [to_record(x, Status.SKIPPED) for x in skipped])
+    faults.reached("batch.committed")
+    skipped = [*skipped, *no_memory]
     first = writer.vector_rows - len(records)
     for i, rec in enumerate(records):  # later duplicates of this content reuse the new vector
         if rec.content_hash:

@@ -3,33 +3,73 @@
 Order of every batch: append vectors + fsync, then one SQLite transaction that adds the rows pointing at
 them and moves ``vector_rows``. The index is written to a new file and swapped in by the same kind of
 transaction. A kill between any two steps leaves the previous committed state, which opens and searches.
+A write that fails (disk full, I/O error) raises ``LibraryWriteError`` and leaves that state as it was.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from indexer import faults
 from search import ann, catalog
-from search.errors import LibraryLocked, ModelMismatch
-from search.library import catalog_path, check_model, read_snapshot
+from search.errors import LibraryLocked, LibraryWriteError, ModelMismatch
+from search.library import check_model, open_catalog, read_snapshot
 from search.records import ImageRecord, IndexParams, Vectors
-from search.schema import migrate
-from search.vectors import append_vectors, file_rows, fsync_dir, open_vectors
+from search.vectors import append_vectors, file_rows, fsync_dir, open_vectors, row_bytes
 
 VECTOR_DTYPE = "float16"
+log = logging.getLogger(__name__)
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def acquire_lock(home: Path) -> int:
+    """Take the library's writer lock without waiting; ``LibraryLocked`` (naming the holder's pid) when
+    another process has it. The kernel drops the lock when its holder dies, even by SIGKILL."""
+    home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(home / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise LibraryLocked(
+            f"Another indexer (pid {holder}) is writing to the library in {home}; wait for it to finish."
+        ) from None
+    try:  # the holder's pid, for the message above: nice to have, so a full disk does not stop here
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+    except OSError:
+        pass
+    return fd
+
+
+def release_lock(fd: int) -> None:
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+def write_failure(home: Path, what: str, err: BaseException) -> LibraryWriteError:
+    reason = getattr(err, "strerror", None) or str(getattr(err, "orig", None) or err).strip().splitlines()[-1]
+    return LibraryWriteError(
+        f"Could not write the {what} of the library in {home} ({reason}); everything committed before is kept. "
+        "Free some disk space (or fix the disk) and run the same command again."
+    )
 
 
 class LibraryWriter:
@@ -38,33 +78,29 @@ class LibraryWriter:
     def __init__(self, home: Path, lock_fd: int) -> None:
         self.home = home
         self._lock_fd = lock_fd
-        self.engine = catalog.connect(catalog_path(home))
-        migrate(self.engine, where=str(home))
-        self.meta: dict[str, Any] = read_snapshot(self.engine).meta
+        # A damaged catalog or a vectors file shorter than the catalog is refused (LibraryCorrupt): appending
+        # to a short file would silently give the missing rows zero vectors.
+        try:
+            self.engine, snapshot = open_catalog(home)
+        except OperationalError as err:  # e.g. no room for the write-ahead log
+            raise write_failure(home, "catalog", err) from err
+        self.meta: dict[str, Any] = snapshot.meta
         self._cleanup()
 
     @classmethod
     def open(cls, home: Path) -> LibraryWriter:
         home = Path(home).expanduser()
-        home.mkdir(parents=True, exist_ok=True)
-        fd = os.open(home / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = acquire_lock(home)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise LibraryLocked(
-                f"Another indexer (pid {holder}) is writing to the library in {home}; wait for it to finish."
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        return cls(home, fd)
+            return cls(home, fd)
+        except BaseException:
+            release_lock(fd)
+            raise
 
     def close(self) -> None:
         self.engine.dispose()
         if self._lock_fd >= 0:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
+            release_lock(self._lock_fd)
             self._lock_fd = -1
 
     def __enter__(self) -> LibraryWriter:
@@ -94,8 +130,16 @@ class LibraryWriter:
     def session(self) -> Session:
         return Session(self.engine)
 
+    @contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """A failed write (disk full, I/O error, read-only disk) becomes ``LibraryWriteError``."""
+        try:
+            yield
+        except (OSError, OperationalError) as err:
+            raise write_failure(self.home, what, err) from err
+
     def _set_meta(self, values: dict[str, Any]) -> None:
-        with self.session() as session, session.begin():
+        with self._writing("catalog"), self.session() as session, session.begin():
             catalog.write_meta(session, values)
         self.meta.update(values)
 
@@ -147,45 +191,50 @@ class LibraryWriter:
         first = self.vector_rows
         if len(embedded):
             assert self.dim is not None
-            first = append_vectors(self.vectors_path, vectors, self.meta["dtype"], self.vector_rows)
+            with self._writing("vectors file"):
+                faults.reached("vectors.append")
+                first = append_vectors(self.vectors_path, vectors, self.meta["dtype"], self.vector_rows)
+            faults.reached("vectors.appended")
         rows = [replace(rec, faiss_id=first + i) for i, rec in enumerate(embedded)]
         last_rows = first + len(embedded)
-        with self.session() as session, session.begin():
+        with self._writing("catalog"), self.session() as session, session.begin():
             catalog.upsert_records(session, [*rows, *skipped])
             catalog.write_meta(session, {"vector_rows": last_rows})
         self.meta["vector_rows"] = last_rows
 
     def remove(self, paths: Sequence[str]) -> None:
-        with self.session() as session, session.begin():
+        with self._writing("catalog"), self.session() as session, session.begin():
             catalog.delete_paths(session, list(paths))
 
-    def finish(self, *, flat_below: int = ann.FLAT_BELOW) -> IndexParams | None:
-        """Bring the FAISS index up to the catalog (update it, or rebuild it when the rule says so)."""
+    def finish(self, *, flat_below: int = ann.FLAT_BELOW, rebuild: bool = False) -> IndexParams | None:
+        """Bring the FAISS index up to the catalog: update it, or rebuild it from the stored vectors when
+        the rule says so, when ``rebuild`` is asked for, or when the current index file cannot be read."""
         if self.dim is None:
             return None
+        self._cut_torn_tail()
         snapshot = read_snapshot(self.engine)
         live, rows = snapshot.live, self.vector_rows
         vectors = open_vectors(self.vectors_path, self.dim, self.meta["dtype"], rows)
         current = snapshot.index_params
         old_file = self.meta.get("index_file")
         unchanged = rows == self.meta.get("index_rows") and len(live) == self.meta.get("index_live")
-        if old_file is not None and unchanged and not ann.needs_rebuild(current, len(live), self.dim, flat_below=flat_below):
+        keep = old_file is not None and not ann.needs_rebuild(current, len(live), self.dim, flat_below=flat_below)
+        if keep and unchanged and not rebuild and (self.home / old_file).is_file():
             self._set_meta({"last_indexed_at": utcnow().isoformat()})
             return current
-        if old_file is None or ann.needs_rebuild(current, len(live), self.dim, flat_below=flat_below):
+        faults.reached("index.train")
+        index = None
+        if keep and not rebuild:
+            assert current is not None and old_file is not None
+            params = current
+            index = self._updated_index(old_file, vectors, live)
+        if index is None:
             params = ann.choose_index_params(len(live), self.dim, flat_below=flat_below)
             index = ann.build_index(params, vectors, live)
-        else:
-            assert current is not None
-            params = current
-            index = ann.read_index(self.home / old_file)
-            covered = int(self.meta.get("index_rows", 0))
-            ann.remove_ids(index, np.setdiff1d(np.arange(covered), live, assume_unique=True))
-            ann.add_vectors(index, vectors, live[live >= covered])
         generation = int(self.meta.get("generation", 0)) + 1
         new_file = f"index-{generation}.faiss"
-        ann.write_index_atomic(index, self.home / new_file)
-        fsync_dir(self.home)
+        self._write_index(index, new_file)
+        faults.reached("index.renamed")
         self._set_meta(
             {
                 "generation": generation,
@@ -196,9 +245,51 @@ class LibraryWriter:
                 "last_indexed_at": utcnow().isoformat(),
             }
         )
+        faults.reached("index.committed")
         if old_file and old_file != new_file:
             (self.home / old_file).unlink(missing_ok=True)
         return params
+
+    def _updated_index(self, name: str, vectors: np.ndarray, live: np.ndarray) -> faiss.Index | None:
+        """The current index brought up to ``live``, or None when its file cannot be read (then it is rebuilt)."""
+        try:
+            index = ann.read_index(self.home / name)
+            if index.d != self.dim:
+                raise ValueError(f"{index.d} dimensions, not {self.dim}")
+        except (RuntimeError, MemoryError, ValueError) as err:
+            log.warning("The index file %s in %s cannot be read (%s); rebuilding it from the stored vectors.", name, self.home, err)
+            return None
+        covered = int(self.meta.get("index_rows", 0))
+        ann.remove_ids(index, np.setdiff1d(np.arange(covered), live, assume_unique=True))
+        ann.add_vectors(index, vectors, live[live >= covered])
+        return index
+
+    def _write_index(self, index: faiss.Index, name: str) -> None:
+        """Temp file, fsync, rename, fsync the folder. Nothing names the new file until the catalog does,
+        so a kill or a full disk at any step leaves at most a stray file for the next run to remove."""
+        path = self.home / name
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            with self._writing("index"):
+                faults.reached("index.write")
+                try:
+                    faiss.write_index(index, str(tmp))
+                except RuntimeError as err:  # faiss reports a failed write (ENOSPC, EIO) as RuntimeError
+                    raise write_failure(self.home, "index", err) from err
+                with open(tmp, "rb+") as fh:
+                    os.fsync(fh.fileno())
+                faults.reached("index.tmp_written")
+                os.replace(tmp, path)
+                fsync_dir(self.home)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def _cut_torn_tail(self) -> None:
+        """Drop rows a killed run appended but never committed, so the file holds exactly the committed rows."""
+        if self.dim is not None and self.torn_tail() > 0:
+            with self._writing("vectors file"):
+                os.truncate(self.vectors_path, self.vector_rows * row_bytes(self.dim, self.meta["dtype"]))
 
     def garbage_rows(self) -> int:
         """Vector rows no catalog row points to any more (changed or deleted files)."""

@@ -31,6 +31,11 @@ class LibraryLocked(ViewfinderError):
     """Another indexer is writing to this library."""
 
 
+class LibraryWriteError(ViewfinderError):
+    """A library file could not be written (disk full, read-only disk, I/O error); the last committed
+    state is kept as it was."""
+
+
 class ImageDecodeError(ViewfinderError):
     """A file or upload could not be decoded as an image. ``reason`` is short, e.g. 'truncated file'."""
 

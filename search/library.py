@@ -9,10 +9,18 @@ Layout of ``home``::
 
 Opening reads one consistent snapshot of the catalog (the rows committed so far), so a search that
 runs while an indexer is writing sees the last committed state, never half a batch.
+
+A damaged library raises ``LibraryCorrupt`` (naming ``viewfinder doctor --repair``), never a raw SQLite
+or NumPy error. A missing or unreadable index file is not fatal: the search scans the stored vectors
+exactly instead, and the hint is logged.
 """
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,14 +29,16 @@ from typing import Any
 import faiss
 import numpy as np
 from sqlalchemy import Engine
+from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session
 
 from search import ann, catalog
 from search.errors import LibraryCorrupt, LibraryNotFound, ModelMismatch, QueryError
 from search.records import Hit, ImageRecord, IndexParams, LibraryInfo, Vectors
 from search.schema import migrate
-from search.vectors import open_vectors
+from search.vectors import file_rows, open_vectors
 
+log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
@@ -59,8 +69,91 @@ def catalog_path(home: Path) -> Path:
     return home / catalog.CATALOG_FILE
 
 
+def repair_hint(home: Path, *, start: bool = False) -> str:
+    return f"{'R' if start else 'r'}un `viewfinder doctor --home {home} --repair`"
+
+
+def sqlite_damage(err: BaseException) -> str | None:
+    """The SQLite error name when ``err`` says the catalog file itself is damaged, else None."""
+    name = getattr(getattr(err, "orig", err), "sqlite_errorname", None) or ""
+    return name if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) else None
+
+
+@contextmanager
+def catalog_damage(home: Path) -> Iterator[None]:
+    """A damaged catalog file becomes ``LibraryCorrupt``; other database errors pass through."""
+    try:
+        yield
+    except (DatabaseError, sqlite3.DatabaseError) as err:
+        if sqlite_damage(err) is None:
+            raise
+        raise LibraryCorrupt(
+            f"The catalog {catalog_path(home)} is damaged ({sqlite_damage(err)}) and the files in it cannot be "
+            f"rebuilt from the stored vectors; {repair_hint(home)} to set it aside, then index your folders again."
+        ) from err
+
+
+def leftover_files(home: Path) -> list[Path]:
+    """Vectors and index files in ``home`` (whatever the catalog says of them)."""
+    if not home.is_dir():
+        return []
+    return sorted(p for p in home.iterdir() if p.is_file() and p.name.startswith(("vectors-", "index-")))
+
+
+def open_catalog(home: Path) -> tuple[Engine, Snapshot]:
+    """Connect, migrate and read a snapshot; ``LibraryCorrupt`` when the catalog file is damaged or has
+    lost what the vectors next to it need (an emptied catalog would otherwise look like a new library)."""
+    leftovers = leftover_files(home)
+    if leftovers and not catalog_path(home).is_file():
+        raise missing_catalog(home)  # not a new library: do not create an empty catalog next to its vectors
+    had_vectors = any(p.name.startswith("vectors-") for p in leftovers)  # read before the snapshot: no race
+    engine = catalog.connect(catalog_path(home))
+    try:
+        with catalog_damage(home):
+            migrate(engine, where=str(home))
+            snapshot = read_snapshot(engine)
+        if snapshot.dim is None and had_vectors:
+            raise LibraryCorrupt(
+                f"The catalog {catalog_path(home)} has lost its contents but the library's vectors are still there; "
+                f"{repair_hint(home)} to set them aside, then index your folders again."
+            )
+        check_vectors_file(home, snapshot)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine, snapshot
+
+
+def missing_catalog(home: Path) -> LibraryCorrupt:
+    return LibraryCorrupt(
+        f"The catalog {catalog_path(home)} is missing; the vectors next to it cannot say which image each "
+        f"belongs to. {repair_hint(home, start=True)} to set them aside, then index your folders again."
+    )
+
+
+def check_vectors_file(home: Path, snapshot: Snapshot) -> None:
+    """The vectors file must hold at least the rows the catalog has committed (a longer file is fine:
+    a torn tail from a killed run, never read)."""
+    if snapshot.dim is None or snapshot.vector_rows == 0:
+        return
+    path = home / snapshot.meta["vectors_file"]
+    found = file_rows(path, snapshot.dim, snapshot.meta["dtype"])
+    if found < snapshot.vector_rows:
+        what = "is missing" if not path.exists() else f"holds {found} vectors where the catalog has {snapshot.vector_rows}"
+        raise LibraryCorrupt(
+            f"The vectors file {path} {what}; {repair_hint(home)} (the images whose vectors are lost are "
+            f"embedded again by the next `viewfinder index`)."
+        )
+
+
 def read_snapshot(engine: Engine) -> Snapshot:
+    """The metadata and the live ids as of one moment. Python's sqlite3 starts no transaction for a SELECT,
+    so without the explicit BEGIN each query would see its own moment, and a commit landing between them
+    would give ids past ``vector_rows`` (found by tests/test_concurrency.py)."""
     with Session(engine) as session, session.begin():
+        dbapi = session.connection().connection.dbapi_connection
+        if dbapi is not None and not dbapi.in_transaction:
+            dbapi.execute("BEGIN")  # committed (a no-op for a read) when the session's transaction ends
         meta = catalog.read_meta(session)
         live = np.sort(catalog.live_ids(session))
     return Snapshot(meta=meta, live=live)
@@ -84,24 +177,30 @@ class Library:
         self._vectors: np.ndarray | None = None
         self._index: faiss.Index | None = None
         self._allowed: np.ndarray | None = None
+        self._exact = False  # True when the index file could not be read and the vectors are scanned instead
 
     @classmethod
     def open(cls, home: Path, *, model: str | None = None) -> Library:
         home = Path(home).expanduser()
         if not catalog_path(home).is_file():
+            if leftover_files(home):
+                raise missing_catalog(home)
             raise LibraryNotFound(
                 f"There is no Viewfinder library in {home}: run `viewfinder index FOLDER --home {home}` first."
             )
-        engine = catalog.connect(catalog_path(home))
-        migrate(engine, where=str(home))
-        snapshot = read_snapshot(engine)
-        check_model(snapshot, model, home)
+        engine, snapshot = open_catalog(home)
+        try:
+            check_model(snapshot, model, home)
+        except BaseException:
+            engine.dispose()
+            raise
         return cls(home, engine, snapshot)
 
     def refresh(self) -> None:
         """Take a new snapshot (after an indexer has committed more); drops the loaded index."""
         self.snapshot = read_snapshot(self.engine)
         self._vectors = self._index = self._allowed = None
+        self._exact = False
 
     def close(self) -> None:
         self._vectors = self._index = None
@@ -159,7 +258,7 @@ class Library:
                 except (FileNotFoundError, ValueError) as err:
                     raise LibraryCorrupt(
                         f"The vectors file of the library in {self.home} is missing or shorter than the "
-                        f"catalog says ({err}); run `viewfinder doctor --home {self.home}`."
+                        f"catalog says ({err}); {repair_hint(self.home)}."
                     ) from err
         return self._vectors
 
@@ -198,16 +297,34 @@ class Library:
         else:
             try:
                 index = ann.read_index(self.home / name)
-            except RuntimeError as err:
-                raise LibraryCorrupt(
-                    f"The index file {name} of the library in {self.home} cannot be read; "
-                    f"run `viewfinder doctor --home {self.home} --repair`."
-                ) from err
+                if index.d != snap.dim:
+                    raise ValueError(f"it holds {index.d}-dimensional vectors, not {snap.dim}")
+            except (RuntimeError, MemoryError, ValueError) as err:
+                self._log_unreadable_index(name, err)
+                self._exact = True
+                index, covered = ann.new_index(ann.choose_index_params(0, snap.dim or 0)), 0
         tail = snap.live[snap.live >= covered]  # committed after the index was last written
         ann.add_vectors(index, self.vectors, tail)
         return index
 
+    def _log_unreadable_index(self, name: str, err: BaseException) -> None:
+        """Say why the stored vectors are scanned instead: damage (with the way out), or only that an
+        indexer has swapped in a newer index since this library was opened (then nothing is wrong)."""
+        with Session(self.engine) as session:
+            current = catalog.read_meta(session).get("index_file")
+        if current is not None and current != name:
+            log.info("The index %s was replaced by a newer one since %s was opened; scanning its vectors.", name, self.home)
+            return
+        detail = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        log.warning(
+            "The index file %s of the library in %s is missing or damaged (%s); searching the stored vectors "
+            "exactly instead, which is slower. %s to rebuild it.",
+            name, self.home, detail, repair_hint(self.home, start=True),
+        )
+
     def index_params(self) -> IndexParams:
+        if self._exact:
+            return ann.choose_index_params(0, self.dim or 0)
         return self.snapshot.index_params or ann.choose_index_params(0, self.dim or 0)
 
     def ensure_searchable(self) -> None:
@@ -228,11 +345,11 @@ class Library:
         if query.shape[1] != self.dim:
             raise QueryError(f"The query has {query.shape[1]} dimensions; the library's vectors have {self.dim}.")
         mask = self.allowed if allowed is None else self.allowed & _fit(allowed, len(self.allowed))
-        params = self.index_params()
         if allowed is not None and mask.sum() <= ann.FLAT_BELOW:
             candidates = np.flatnonzero(mask)  # a narrow filter: score every allowed vector exactly
         else:
             stale = max(0, self.index.ntotal - len(self))  # rows removed since the index was written
+            params = self.index_params()  # after loading the index: an unreadable one means an exact scan
             depth = (max(params.rerank, 10 * k) if params.kind == "ivfpq" else k) + stale
             if allowed is not None:
                 depth = min(len(self.allowed), depth * max(1, round(len(mask) / max(1, mask.sum()))))
