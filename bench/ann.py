@@ -1,0 +1,288 @@
+"""ANN benchmark: the library's real search path (IVF-PQ by the rule + exact re-rank) against exact search.
+
+    python bench/ann.py --n 1000000 --dim 512 --json        # the issue's figure (~10 min on 2 cores)
+    python bench/ann.py --n 100000 --json                   # quick
+
+1. ``--n`` CLIP-like vectors (``common.ClipLike``: clustered, unit-norm, anisotropic; not uniform noise)
+   are written into a new library through ``LibraryWriter`` in commits of 50k, with made-up catalog rows;
+   ``finish()`` builds the index by ``search.ann``'s rule (timed: ``build_s``).
+2. Exact ground truth: ``IndexFlatIP`` over the same float32 vectors; ``exact_qps`` is that flat index
+   asked one query at a time, as a user asks.
+3. A fresh process (so nothing the benchmark holds counts) opens the library, loads the index and
+   asks the queries one at a time through ``Library.search_vector(q, k)``: ``qps``, ``recall_at_10``
+   against exact, and ``bytes_per_vector`` = growth of its anonymous resident memory (RssAnon: the
+   mmapped full vectors are file pages and do not count) from before ``Library.open`` to after the
+   queries, divided by n.
+
+Targets: recall@10 >= 0.98, qps >= 20 x exact_qps, <= 80 bytes per vector resident.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import multiprocessing
+import shutil
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from common import (
+    ClipLike,
+    build_vector_library,
+    emit,
+    log,
+    machine,
+    memory_status,
+    percentile_ms,
+    timed,
+    vector_stats,
+)
+
+MODEL_ID = "bench:clip-like-synthetic"
+TARGETS = {"recall_at_10": 0.98, "speedup": 20.0, "bytes_per_vector": 80.0}
+
+
+def exact_search(base: np.ndarray, queries: np.ndarray, k: int, single: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Ground truth for all queries (batched) and the QPS of one-at-a-time flat search over ``single`` of them."""
+    import faiss
+
+    index = faiss.IndexFlatIP(base.shape[1])
+    index.add(base)
+    scores, ids = index.search(queries, k)
+    index.search(queries[:1], k)  # warm
+    started = time.perf_counter()
+    for q in queries[:single]:
+        index.search(q.reshape(1, -1), k)
+    qps = single / (time.perf_counter() - started)
+    return ids, scores, qps
+
+
+def query_process(home: str, queries: np.ndarray, k: int, sweep: list[tuple[int, int]]) -> dict[str, Any]:
+    """Runs in a fresh process: open, load, ask one query at a time; report latencies, hits and memory."""
+    import faiss
+
+    from search import ann
+    from search.library import Library
+
+    stages: dict[str, float] = {}
+    original_candidates, original_rerank = ann.candidates, ann.rerank
+    original_records = Library.records
+
+    def candidates(*args: Any, **kwargs: Any) -> np.ndarray:
+        with timed(stages, "candidates_s"):
+            return original_candidates(*args, **kwargs)
+
+    def rerank(*args: Any, **kwargs: Any) -> Any:
+        with timed(stages, "rerank_s"):
+            return original_rerank(*args, **kwargs)
+
+    def records(self: Library, ids: np.ndarray) -> Any:
+        with timed(stages, "catalog_s"):
+            return original_records(self, ids)
+
+    ann.candidates, ann.rerank, Library.records = candidates, rerank, records  # stage timers, nothing else
+    before = memory_status()
+    steps = {}
+    started = time.perf_counter()
+    library = Library.open(Path(home))
+    open_s = time.perf_counter() - started
+    steps["open"] = memory_status()["RssAnon"]
+    started = time.perf_counter()
+    index = library.index
+    steps["index"] = memory_status()["RssAnon"]
+    _ = library.allowed, library.vectors
+    load_s = time.perf_counter() - started
+    steps["allowed_mask"] = memory_status()["RssAnon"]
+    library.search_vector(queries[0], k)  # first query: page faults of the coarse quantizer etc.
+    steps["first_query"] = memory_status()["RssAnon"]
+    stages.clear()
+
+    found = np.full((len(queries), k), -1, dtype=np.int64)
+    latencies = []
+    for i, q in enumerate(queries):
+        t0 = time.perf_counter()
+        hits = library.search_vector(q, k)
+        latencies.append(time.perf_counter() - t0)
+        found[i, : len(hits)] = [h.record.faiss_id for h in hits]
+    after = memory_status()
+    default_stages = dict(stages)  # the sweep below adds to ``stages``; report the default path's alone
+
+    params = library.index_params()
+    ivf = faiss.extract_index_ivf(index) if params.kind == "ivfpq" else None
+    parts = {"faiss_ids_and_codes": 0, "coarse_centroids": 0}
+    if ivf is not None:
+        parts["faiss_ids_and_codes"] = int(index.ntotal * (ivf.code_size + 8))
+        parts["coarse_centroids"] = int(ivf.nlist * ivf.d * 4)
+    parts["snapshot_live_ids"] = int(library.snapshot.live.nbytes)
+    parts["allowed_mask"] = int(library.allowed.nbytes)
+
+    swept = []
+    for nprobe, depth in sweep:  # other settings on the same open library: data for tuning the rule
+        tuned = replace(params, nprobe=nprobe, rerank=depth)
+        library.index_params = lambda tuned=tuned: tuned  # type: ignore[method-assign]
+        got = np.full((len(queries), k), -1, dtype=np.int64)
+        t0 = time.perf_counter()
+        for i, q in enumerate(queries):
+            hits = library.search_vector(q, k)
+            got[i, : len(hits)] = [h.record.faiss_id for h in hits]
+        swept.append({"nprobe": nprobe, "rerank": depth, "seconds": time.perf_counter() - t0, "found": got})
+    library.close()
+    return {
+        "found": found,
+        "latencies": np.asarray(latencies),
+        "stages": default_stages,
+        "open_s": open_s,
+        "load_s": load_s,
+        "rss_before": before,
+        "rss_after": after,
+        "rss_steps": steps,
+        "params": params.to_json(),
+        "parts": parts,
+        "sweep": swept,
+    }
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    k = truth.shape[1]
+    return float(np.mean([len(set(f[:k]) & set(t)) / k for f, t in zip(found, truth, strict=True)]))
+
+
+def growth_by_step(out: dict[str, Any], n: int) -> dict[str, float]:
+    """RssAnon growth per vector at each step of the query process (open, index load, ..., all queries)."""
+    last, growth = out["rss_before"]["RssAnon"], {}
+    for step, rss in [*out["rss_steps"].items(), ("queries", out["rss_after"]["RssAnon"])]:
+        growth[step] = round((rss - last) / n, 1)
+        last = rss
+    return growth
+
+
+def override_rule(overrides: dict[str, int]) -> None:
+    """Wrap ``search.ann.choose_index_params`` so that IVF-PQ builds use the given fields (an experiment)."""
+    from search import ann
+
+    rule = ann.choose_index_params
+
+    def choose(n: int, dim: int, **kwargs: Any) -> Any:
+        params = rule(n, dim, **kwargs)
+        return replace(params, **overrides) if params.kind == "ivfpq" else params
+
+    ann.choose_index_params = choose
+
+
+def parse_sweep(text: str) -> list[tuple[int, int]]:
+    pairs = []
+    for item in filter(None, text.split(",")):
+        nprobe, _, depth = item.partition(":")
+        pairs.append((int(nprobe), int(depth or 200)))
+    return pairs
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Recall and speed of the library's IVF-PQ search against exact search.")
+    parser.add_argument("--n", type=int, default=1_000_000, help="vectors in the library")
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--queries", type=int, default=1000, help="queries for recall and qps")
+    parser.add_argument("--exact-queries", type=int, default=50, help="queries timed on the flat index")
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=1338)
+    parser.add_argument("--sweep", default="", help="extra NPROBE:RERANK settings to try, e.g. 64:200,128:400")
+    parser.add_argument(
+        "--params",
+        default="",
+        help="experiment: override fields of the rule's choice for the build, e.g. m=32,nprobe=64,rerank=400 "
+        "(search.ann.choose_index_params is wrapped in this process; the project's code is not changed)",
+    )
+    parser.add_argument("--home", type=Path, help="library folder (default: a temporary one, removed after)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    args = parser.parse_args(argv)
+    import faiss
+
+    overrides = {k: int(v) for k, _, v in (item.partition("=") for item in filter(None, args.params.split(",")))}
+    if overrides:
+        override_rule(overrides)
+    started = time.perf_counter()
+    gen = ClipLike(dim=args.dim, seed=args.seed)
+    home = args.home or Path(tempfile.mkdtemp(prefix="viewfinder-bench-ann-"))
+    if home.exists() and any(home.iterdir()):
+        raise SystemExit(f"{home} is not empty; pass a new --home")
+    try:
+        log(f"generating {args.n:,} CLIP-like vectors (dim {args.dim}) + {args.queries} queries")
+        base = np.empty((args.n, args.dim), dtype=np.float32)
+        row = 0
+        for chunk in gen.base(args.n):
+            base[row : row + len(chunk)] = chunk
+            row += len(chunk)
+        queries = gen.queries(args.queries)
+
+        log(f"writing the library in {home} (commits of 50k) and building its index")
+        chunks = (base[i : i + 50_000] for i in range(0, args.n, 50_000))
+        stages = build_vector_library(home, chunks, model_id=MODEL_ID, dim=args.dim)
+
+        log(f"exact ground truth and one-at-a-time flat search ({args.exact_queries} queries)")
+        truth, truth_scores, exact_qps = exact_search(base, queries, args.k, args.exact_queries)
+        stats = vector_stats(base, queries, truth_scores) if args.k >= 10 else {}
+        del base
+
+        log(f"querying through Library.search_vector in a fresh process ({args.queries} queries)")
+        ctx = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            out = pool.submit(query_process, str(home), queries, args.k, parse_sweep(args.sweep)).result()
+        index_bytes = sum(p.stat().st_size for p in home.glob("index-*.faiss"))
+    finally:
+        if args.home is None:
+            shutil.rmtree(home, ignore_errors=True)
+
+    latencies = out["latencies"]
+    qps = len(latencies) / float(latencies.sum())
+    resident = out["rss_after"]["RssAnon"] - out["rss_before"]["RssAnon"]
+    n_q = len(latencies)
+    result: dict[str, Any] = {
+        "bench": "ann",
+        "n": args.n,
+        "dim": args.dim,
+        "k": args.k,
+        "queries": n_q,
+        "recall_at_10": round(recall(out["found"], truth), 4),
+        "qps": round(qps, 1),
+        "exact_qps": round(exact_qps, 2),
+        "speedup": round(qps / exact_qps, 1),
+        "p50_ms": percentile_ms(latencies, 50),
+        "p99_ms": percentile_ms(latencies, 99),
+        "stage_ms_per_query": {k.removesuffix("_s"): round(v * 1000 / n_q, 3) for k, v in out["stages"].items()},
+        "build_s": round(stages["index_build_s"], 1),
+        "catalog_commit_s": round(stages["commit_s"], 1),
+        "open_s": round(out["open_s"], 2),
+        "index_load_s": round(out["load_s"], 2),
+        "bytes_per_vector": round(resident / args.n, 1),
+        "bytes_per_vector_parts": {k: round(v / args.n, 2) for k, v in out["parts"].items()},
+        "bytes_per_vector_growth_by_step": growth_by_step(out, args.n),
+        "index_file_bytes_per_vector": round(index_bytes / args.n, 1),
+        "index": out["params"],
+        "rule_overrides": overrides,
+        "data": {"generator": "common.ClipLike", **{k: v for k, v in vars(gen).items() if k != "dim"}, **stats},
+        "sweep": [
+            {
+                "nprobe": s["nprobe"],
+                "rerank": s["rerank"],
+                "recall_at_10": round(recall(s["found"], truth), 4),
+                "qps": round(n_q / s["seconds"], 1),
+            }
+            for s in out["sweep"]
+        ],
+        "machine": machine() | {"faiss": faiss.__version__},
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    result["meets_target"] = {
+        "recall_at_10": result["recall_at_10"] >= TARGETS["recall_at_10"],
+        "speedup": result["speedup"] >= TARGETS["speedup"],
+        "bytes_per_vector": result["bytes_per_vector"] <= TARGETS["bytes_per_vector"],
+    }
+    emit(result, args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""Ingest benchmark: photo-sized JPEGs through the real indexing pipeline vs. the model's forward pass alone.
+
+    python bench/checkpoint.py /tmp/vitb32                       # once: random ViT-B/32 weights
+    python bench/ingest.py --model /tmp/vitb32 --images 1000 --json
+    python bench/ingest.py --model /tmp/vitb32 --images 128 --json   # quick
+
+The machine is shared, so the two are measured in alternation, in this one process, with the same batch
+size. The photos are cut into segments of ``--segment`` (256); for each segment:
+
+1. ``model_only`` for half the segment's images: ``Encoder.encode_pixels`` on ready (batch, 3, 224, 224)
+   tensors;
+2. ``end_to_end``: ``indexer.run.index_paths`` over the segment's folders into the library (which grows
+   segment by segment, as with a user indexing folder after folder): walk, plan, read + hash + decode +
+   preprocess in worker threads, embed, commit (fsync + SQLite), update the index;
+3. ``model_only`` for the other half.
+
+The photos are ``--images`` JPEGs (``--size``, default 1600x1200, quality 90, with EXIF, each one
+different: no content-hash reuse), made once and kept in the temp dir. The model is loaded before
+(``model_load_s``), and the process start is reported on its own (``process_start_s``: interpreter +
+imports, torch included, from /proc).
+
+``ratio`` = end_to_end_img_s / model_only_img_s over all segments (target >= 0.9 on CPU), and
+``ratio_median_segment``, the median of the per-segment ratios, which a burst of load from another
+process moves less. ``cpu_ms_per_image`` is CPU time of this process (all threads) per image, which other
+processes on the machine barely change. ``stages_s`` says where the end-to-end time went (timers wrapped
+around the pipeline's functions in this process; the project's code is not changed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+from common import emit, log, machine, process_age_s, timed
+from PIL import Image
+
+from indexer import run
+from indexer.writer import LibraryWriter
+from search.encoder import Encoder
+
+PROCESS_START_S = process_age_s()  # interpreter start + the imports above (torch included)
+TARGET_RATIO = 0.9
+PER_FOLDER = 64  # photos per sub-folder: a segment of the end-to-end run is a list of these folders
+
+
+# --- photo-like JPEGs ------------------------------------------------------------------------------------
+
+
+def _texture(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """Grain at two scales (int16), tiled under every photo with a random shift."""
+    coarse = Image.fromarray(rng.integers(0, 256, (height // 8, width // 8, 3), dtype=np.uint8))
+    mid = np.asarray(coarse.resize((width, height), Image.Resampling.BILINEAR), dtype=np.int16) - 128
+    return (mid // 3 + rng.normal(0, 5, (height, width, 3))).astype(np.int16)
+
+
+def _photo(i: int, seed: int, textures: list[np.ndarray], width: int, height: int) -> Image.Image:
+    rng = np.random.default_rng([seed, i])
+    layout = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((width, height), Image.Resampling.BICUBIC)
+    grain = np.roll(textures[i % len(textures)], (int(rng.integers(height)), int(rng.integers(width))), axis=(0, 1))
+    return Image.fromarray(np.clip(np.asarray(layout, dtype=np.int16) + grain, 0, 255).astype(np.uint8))
+
+
+def make_photos(folder: Path, n: int, size: tuple[int, int], seed: int = 7) -> list[Path]:
+    """``n`` different photo-like JPEGs in ``folder`` (kept and reused: making them is slow)."""
+    width, height = size
+    paths = [folder / f"{i // PER_FOLDER:04d}" / f"IMG_{i:05d}.jpg" for i in range(n)]
+    if all(p.is_file() for p in paths):
+        return paths
+    log(f"making {n} {width}x{height} JPEGs in {folder}")
+    rng = np.random.default_rng(seed)
+    textures = [_texture(rng, width, height) for _ in range(4)]
+    exif = Image.Exif()
+    exif[0x0110] = "Bench Camera"  # Model
+    exif[0x0112] = 1  # Orientation
+
+    def write(i: int) -> None:
+        paths[i].parent.mkdir(parents=True, exist_ok=True)
+        exif[0x0132] = f"2024:06:{1 + i % 28:02d} 12:{i % 60:02d}:00"
+        _photo(i, seed, textures, width, height).save(paths[i], quality=90, exif=exif)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(write, (i for i, p in enumerate(paths) if not p.is_file())))
+    return paths
+
+
+# --- the two measurements ------------------------------------------------------------------------------
+
+
+def batch_sizes(n: int, batch_size: int) -> list[int]:
+    return [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else [])
+
+
+def model_only(encoder: Encoder, sizes: list[int], pixels: np.ndarray) -> float:
+    """Seconds for the forward passes alone on ready tensors."""
+    started = time.perf_counter()
+    for size in sizes:
+        encoder.encode_pixels(pixels[:size])
+    return time.perf_counter() - started
+
+
+class StageTimers:
+    """Wraps the pipeline's functions with timers for the length of one run (a ``with`` block)."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = {}
+        self.load_cpu = 0.0
+        self.load_wall = 0.0
+        self._lock = threading.Lock()
+        self._saved: list[tuple[Any, str, Any]] = []
+
+    def _wrap(self, owner: Any, name: str, key: str) -> None:
+        original = getattr(owner, name)
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with timed(self.wall, key):
+                return original(*args, **kwargs)
+
+        self._saved.append((owner, name, original))
+        setattr(owner, name, wrapper)
+
+    def _wrap_load(self) -> None:
+        original = run.load_file
+
+        def load_file(*args: Any, **kwargs: Any) -> Any:
+            cpu, wall = time.thread_time(), time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self.load_cpu += time.thread_time() - cpu
+                    self.load_wall += time.perf_counter() - wall
+
+        self._saved.append((run, "load_file", original))
+        run.load_file = load_file
+
+    def __enter__(self) -> Self:
+        self._wrap(Encoder, "encode_pixels", "embed_s")
+        self._wrap(LibraryWriter, "commit", "commit_s")
+        self._wrap(LibraryWriter, "finish", "finish_s")
+        self._wrap(run, "walk", "walk_s")
+        self._wrap_load()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for owner, name, original in reversed(self._saved):
+            setattr(owner, name, original)
+
+
+def end_to_end(writer: LibraryWriter, encoder: Encoder, roots: list[Path], batch_size: int, workers: int | None) -> tuple[float, dict[str, float]]:
+    """One real indexing run over ``roots`` into the (growing) library; wall seconds and stage timers."""
+    with StageTimers() as timers:
+        started = time.perf_counter()
+        report = run.index_paths(roots, writer, lambda: encoder, model_id=encoder.model_id, batch_size=batch_size, workers=workers)
+        seconds = time.perf_counter() - started
+    if report.skipped:
+        raise SystemExit(f"the pipeline skipped {len(report.skipped)} benchmark photos: {report.skipped[:3]}")
+    stages = dict(timers.wall)
+    stages["main_thread_waiting_for_loaders_s"] = seconds - sum(stages.values())
+    stages["load_thread_cpu_s"] = timers.load_cpu
+    stages["load_thread_wall_s"] = timers.load_wall
+    return seconds, stages
+
+
+def segments(paths: list[Path], per_segment: int) -> list[list[Path]]:
+    """The photo sub-folders, grouped into segments of about ``per_segment`` photos."""
+    folders = sorted({p.parent for p in paths})
+    per = max(1, round(per_segment / PER_FOLDER))
+    return [folders[i : i + per] for i in range(0, len(folders), per)]
+
+
+# --- main ------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Images per second through the indexing pipeline vs. the model alone.")
+    parser.add_argument("--model", required=True, help="checkpoint folder (bench/checkpoint.py makes one)")
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--size", default="1600x1200", help="WIDTHxHEIGHT of the JPEGs")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the CLI's (32 on CPU)")
+    parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: the CLI's)")
+    parser.add_argument("--segment", type=int, default=256, help="photos per end-to-end run (each between two model-only halves)")
+    parser.add_argument("--rounds", type=int, default=1, help="index all the photos this many times (a new library each)")
+    parser.add_argument("--photos", type=Path, help="folder for the JPEGs (default: a cache under the temp dir)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    args = parser.parse_args(argv)
+    from search.encoder import default_batch_size
+
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    photos = args.photos or Path(tempfile.gettempdir()) / f"viewfinder-bench-photos-{width}x{height}-{args.images}"
+    paths = make_photos(photos, args.images, (width, height))
+    jpeg_bytes = float(np.mean([p.stat().st_size for p in paths[:200]]))
+
+    started = time.perf_counter()
+    encoder = Encoder.load(args.model, args.device)
+    model_load_s = time.perf_counter() - started
+    batch_size = args.batch_size or default_batch_size(encoder.device)
+    workers = args.workers or run.default_workers()
+    pixels = np.random.default_rng(0).standard_normal((batch_size, 3, *encoder.preprocess.out_size), dtype=np.float32)
+    log(f"model loaded in {model_load_s:.1f}s; warming up")
+    model_only(encoder, [batch_size], pixels)
+    run.load_file(run.walk([photos]).files[0], {}, lambda: encoder.preprocess, lambda: encoder.preprocess.min_side)
+
+    home = Path(tempfile.mkdtemp(prefix="viewfinder-bench-ingest-"))
+    rows = []  # one per segment: (images, model-only s, end-to-end s, model-only cpu s, end-to-end cpu s)
+    stage_sums: dict[str, float] = {}
+    try:
+        with LibraryWriter.open(home) as writer:
+            for r in range(args.rounds):
+                if r:  # a new library each round, so every round indexes the same new files
+                    writer.close()
+                    shutil.rmtree(home)
+                    writer = LibraryWriter.open(home)
+                for roots in segments(paths, args.segment):
+                    count = sum(1 for p in paths if p.parent in roots)
+                    sizes = batch_sizes(count, batch_size)
+                    first, second = sizes[: len(sizes) // 2], sizes[len(sizes) // 2 :]
+                    cpu0 = time.process_time()
+                    model_s = model_only(encoder, first, pixels)
+                    cpu1 = time.process_time()
+                    e2e_s, stages = end_to_end(writer, encoder, roots, batch_size, args.workers)
+                    cpu2 = time.process_time()
+                    model_s += model_only(encoder, second, pixels)
+                    cpu3 = time.process_time()
+                    rows.append((count, model_s, e2e_s, (cpu1 - cpu0) + (cpu3 - cpu2), cpu2 - cpu1))
+                    for key, value in stages.items():
+                        stage_sums[key] = stage_sums.get(key, 0.0) + value
+                    log(f"round {r + 1}, {roots[0].name}..{roots[-1].name}: {count} images, end to end {count / e2e_s:.1f} img/s, "
+                        f"model only {count / model_s:.1f} img/s, ratio {model_s / e2e_s:.3f}")
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+    table = np.array(rows)
+    images = int(table[:, 0].sum())
+    end_to_end_img_s = images / table[:, 2].sum()
+    model_only_img_s = images / table[:, 1].sum()
+    per_segment = table[:, 1] / table[:, 2]
+    result: dict[str, Any] = {
+        "bench": "ingest",
+        "images": args.images,
+        "rounds": args.rounds,
+        "segments": len(rows),
+        "image_size": f"{width}x{height}",
+        "jpeg_mean_bytes": round(jpeg_bytes),
+        "batch_size": batch_size,
+        "workers": workers,
+        "end_to_end_img_s": round(float(end_to_end_img_s), 2),
+        "model_only_img_s": round(float(model_only_img_s), 2),
+        "ratio": round(float(end_to_end_img_s / model_only_img_s), 3),
+        "ratio_median_segment": round(float(np.median(per_segment)), 3),
+        "ratio_per_segment": [round(float(x), 3) for x in per_segment],
+        "cpu_ms_per_image": {
+            "end_to_end": round(1000 * table[:, 4].sum() / images, 1),
+            "model_only": round(1000 * table[:, 3].sum() / images, 1),
+            "loading_threads": round(1000 * stage_sums["load_thread_cpu_s"] / images, 1),
+        },
+        "process_start_s": round(PROCESS_START_S, 2),
+        "model_load_s": round(model_load_s, 2),
+        "stages_s": {k: round(v, 2) for k, v in stage_sums.items()},
+        "model": str(Path(args.model).resolve()),
+        "attn_implementation": getattr(encoder.model.config, "_attn_implementation", None),
+        "machine": machine(),
+    }
+    result["meets_target"] = bool(result["ratio"] >= TARGET_RATIO and result["ratio_median_segment"] >= TARGET_RATIO)
+    emit(result, args.json)
+
+
+if __name__ == "__main__":
+    main()

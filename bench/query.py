@@ -1,0 +1,199 @@
+"""Query benchmark: end-to-end text query latency on a library of N images, next to the text encoder alone.
+
+    python bench/checkpoint.py /tmp/vitb32                      # once: random ViT-B/32 weights
+    python bench/query.py --model /tmp/vitb32 --images 100000 --json
+    python bench/query.py --model /tmp/vitb32 --images 20000 --json   # quick
+
+The library holds ``--images`` CLIP-like vectors (``common.ClipLike``) with made-up catalog rows, written
+through ``LibraryWriter`` and indexed by the rule, as ``bench/ann.py`` does: embedding 100k real photos
+with a ViT-B/32 on 2 CPU cores would take hours and would not change the search's speed.
+
+Each query text is timed three ways, one after the other in the same loop (same machine load):
+
+* ``encode``: ``Encoder.encode_text([text])`` (tokenizer + text tower + normalise): the floor;
+* ``end to end``: ``Searcher.search(text, k)``: encode + ``Library.search_vector`` (IVF-PQ or flat
+  candidates, exact re-rank from the mmapped vectors, catalog rows for the hits);
+* ``search``: ``Library.search_vector(vector, k)`` alone, with the vector encoded before.
+
+Targets: p50 <= 1.15 x encode p50; search (+ re-rank + catalog) p50 <= 10 ms at 100k images.
+The one-off costs a new process pays before its first answer are reported on their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Self
+
+from common import (
+    ClipLike,
+    build_vector_library,
+    emit,
+    log,
+    machine,
+    percentile_ms,
+    process_age_s,
+    timed,
+)
+
+from search import ann
+from search.encoder import Encoder, resolve_model_id
+from search.library import Library
+from search.searcher import Searcher
+
+PROCESS_START_S = process_age_s()
+TARGET_RATIO = 1.15
+TARGET_SEARCH_MS = 10.0
+
+QUERIES = [
+    "dog",
+    "a dog running on the beach",
+    "sunset over the mountains",
+    "birthday cake with candles",
+    "red car parked in the street at night",
+    "two children playing in the snow",
+    "a cup of coffee on a wooden table",
+    "cat sleeping on a sofa",
+    "fireworks",
+    "old black and white photo of my grandparents",
+    "whiteboard with handwritten notes from the meeting",
+    "screenshot of a spreadsheet",
+    "people hiking in a forest with autumn leaves",
+    "close up of a flower with a bee",
+    "the eiffel tower",
+    "a plate of sushi",
+    "wedding ceremony outdoors in the rain",
+    "receipt",
+    "passport photo page",
+    "view from an airplane window above the clouds",
+    "a man riding a bicycle across a bridge over a river in the city at sunset",
+    "blurry photo of a concert stage with purple lights",
+    "kitchen",
+    "baby",
+    "lake reflection with mountains and a small wooden boat",
+    "christmas tree with presents underneath",
+    "graduation",
+    "a horse in a field",
+    "the northern lights over a snowy landscape",
+    "a diagram of a cell from a biology textbook",
+]
+
+
+class StageTimers:
+    """Timers around the search path's stages (candidates, re-rank, catalog) for one ``with`` block."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._saved: list[tuple[Any, str, Any]] = []
+
+    def _wrap(self, owner: Any, name: str, key: str) -> None:
+        original = getattr(owner, name)
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with timed(self.seconds, key):
+                return original(*args, **kwargs)
+
+        self._saved.append((owner, name, original))
+        setattr(owner, name, wrapper)
+
+    def __enter__(self) -> Self:
+        self._wrap(ann, "candidates", "candidates")
+        self._wrap(ann, "rerank", "rerank")
+        self._wrap(Library, "records", "catalog")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for owner, name, original in reversed(self._saved):
+            setattr(owner, name, original)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Text query latency vs. the text encoder alone.")
+    parser.add_argument("--model", required=True, help="checkpoint folder (bench/checkpoint.py makes one)")
+    parser.add_argument("--images", type=int, default=100_000, help="vectors in the library")
+    parser.add_argument("--queries", type=int, default=300, help="timed queries (texts are cycled)")
+    parser.add_argument("--k", type=int, default=20, help="results per query (the CLI's default)")
+    parser.add_argument("--home", type=Path, help="library folder (default: a temporary one, removed after)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    args = parser.parse_args(argv)
+
+    home = args.home or Path(tempfile.mkdtemp(prefix="viewfinder-bench-query-"))
+    model_id = resolve_model_id(args.model)
+    try:
+        log(f"writing a library of {args.images:,} CLIP-like vectors in {home}")
+        gen = ClipLike(dim=512)
+        build = build_vector_library(home, gen.base(args.images), model_id=model_id, dim=gen.dim)
+
+        started = time.perf_counter()
+        encoder = Encoder.load(args.model, args.device)
+        model_load_s = time.perf_counter() - started
+        started = time.perf_counter()
+        library = Library.open(home, model=model_id)
+        open_s = time.perf_counter() - started
+        searcher = Searcher(library, encoder)
+        started = time.perf_counter()
+        searcher.search(QUERIES[0], args.k)  # loads the index, the vectors' map, the allowed mask
+        first_query_s = time.perf_counter() - started
+        for text in QUERIES[:5]:
+            searcher.search(text, args.k)
+
+        log(f"timing {args.queries} queries (k={args.k}): encode, end to end, search alone")
+        encode_s, full_s, search_s = [], [], []
+        with StageTimers() as stages:
+            for i in range(args.queries):
+                text = QUERIES[i % len(QUERIES)]
+                t0 = time.perf_counter()
+                vector = encoder.encode_text([text])[0]
+                t1 = time.perf_counter()
+                hits = searcher.search(text, args.k)
+                t2 = time.perf_counter()
+                library.search_vector(vector, args.k)
+                t3 = time.perf_counter()
+                encode_s.append(t1 - t0)
+                full_s.append(t2 - t1)
+                search_s.append(t3 - t2)
+                assert len(hits) == args.k
+        params = library.index_params()
+        library.close()
+    finally:
+        if args.home is None:
+            shutil.rmtree(home, ignore_errors=True)
+
+    p50, encode_p50, search_p50 = (percentile_ms(s, 50) for s in (full_s, encode_s, search_s))
+    result: dict[str, Any] = {
+        "bench": "query",
+        "images": args.images,
+        "queries": args.queries,
+        "k": args.k,
+        "p50_ms": p50,
+        "p99_ms": percentile_ms(full_s, 99),
+        "encode_p50_ms": encode_p50,
+        "encode_p99_ms": percentile_ms(encode_s, 99),
+        "ratio_p50": round(p50 / encode_p50, 3),
+        "search_p50_ms": search_p50,
+        "search_p99_ms": percentile_ms(search_s, 99),
+        # Stages run twice per loop (inside search() and alone): per search call, averaged.
+        "search_stage_ms": {k: round(v * 1000 / (2 * args.queries), 3) for k, v in stages.seconds.items()},
+        "index": params.to_json(),
+        "cold_start_s": {
+            "process_start": round(PROCESS_START_S, 2),
+            "model_load": round(model_load_s, 2),
+            "library_open": round(open_s, 3),
+            "first_query": round(first_query_s, 3),
+        },
+        "library_build_s": {k: round(v, 1) for k, v in build.items()},
+        "machine": machine(),
+    }
+    result["meets_target"] = {
+        "ratio_p50": result["ratio_p50"] <= TARGET_RATIO,
+        "search_p50_ms": search_p50 <= TARGET_SEARCH_MS,
+    }
+    emit(result, args.json)
+
+
+if __name__ == "__main__":
+    main()
