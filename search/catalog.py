@@ -15,11 +15,13 @@ from typing import Any
 import numpy as np
 from sqlalchemy import (
     BigInteger,
+    Connection,
     DateTime,
     Engine,
     Integer,
     String,
     Text,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -135,17 +137,29 @@ def live_ids(session: Session) -> np.ndarray:
     return np.fromiter(session.scalars(stmt), dtype=np.int64)
 
 
-def records_by_faiss_id(session: Session, ids: Iterable[int]) -> dict[int, ImageRecord]:
+_RECORD_COLUMNS = (
+    FileRow.path, FileRow.size, FileRow.mtime_ns, FileRow.status, FileRow.faiss_id, FileRow.content_hash,
+    FileRow.width, FileRow.height, FileRow.format, FileRow.taken_at, FileRow.reason, FileRow.indexed_at,
+)  # fmt: skip
+_BY_FAISS_IDS = select(*_RECORD_COLUMNS).where(FileRow.faiss_id.in_(bindparam("ids", expanding=True)))
+
+
+def _record(row: Any) -> ImageRecord:
+    return ImageRecord(**{**row._mapping, "status": Status(row.status)})
+
+
+def records_by_faiss_id(conn: Connection | Session, ids: Iterable[int]) -> dict[int, ImageRecord]:
+    """The rows of the given FAISS ids. A Core select on the hot query path: building ORM objects and a
+    session per search cost more than the FAISS scan (bench/query.py)."""
     wanted = [int(i) for i in ids]
     if not wanted:
         return {}
-    rows = session.scalars(select(FileRow).where(FileRow.faiss_id.in_(wanted)))
-    return {row.faiss_id: row.to_record() for row in rows if row.faiss_id is not None}
+    return {row.faiss_id: _record(row) for row in conn.execute(_BY_FAISS_IDS, {"ids": wanted})}
 
 
-def record_by_path(session: Session, path: str) -> ImageRecord | None:
-    row = session.scalars(select(FileRow).where(FileRow.path == path)).first()
-    return row.to_record() if row else None
+def record_by_path(conn: Connection | Session, path: str) -> ImageRecord | None:
+    row = conn.execute(select(*_RECORD_COLUMNS).where(FileRow.path == path)).first()
+    return _record(row) if row else None
 
 
 def counts(session: Session) -> dict[str, int]:

@@ -100,21 +100,34 @@ class Preprocess:
 
     def __call__(self, image: Image.Image) -> NDArray[np.float32]:
         """An RGB image -> a (3, H, W) float32 array ready for the model."""
-        resized = image.resize(self.resized_size(*image.size), resample=self.resample)
-        arr = np.asarray(resized, dtype=np.float32)
+        width, height = self.resized_size(*image.size)
+        resized = image.resize((width, height), resample=self.resample)
         if self.crop:
             ch, cw = self.crop
-            h, w = arr.shape[:2]
-            if h < ch or w < cw:  # the processor pads with zeros before cropping
-                padded = np.zeros((max(h, ch), max(w, cw), 3), dtype=np.float32)
-                top, left = (max(h, ch) - h) // 2, (max(w, cw) - w) // 2
-                padded[top : top + h, left : left + w] = arr
-                arr, h, w = padded, *padded.shape[:2]
-            top, left = (h - ch) // 2, (w - cw) // 2
-            arr = arr[top : top + ch, left : left + cw]
-        arr = arr * self.rescale
-        arr = (arr - np.asarray(self.mean, dtype=np.float32)) / np.asarray(self.std, dtype=np.float32)
-        return np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32)
+            if height < ch or width < cw:  # the processor pads with zeros before cropping
+                return self._normalise(_pad_crop(np.asarray(resized), ch, cw))
+            top, left = (height - ch) // 2, (width - cw) // 2
+            resized = resized.crop((left, top, left + cw, top + ch))  # crop before converting: fewer pixels
+        return self._normalise(np.asarray(resized))
+
+    def _normalise(self, pixels: NDArray[Any]) -> NDArray[np.float32]:
+        """(H, W, 3) uint8 -> (3, H, W) float32: (x * rescale - mean) / std in one pass per channel."""
+        out = np.empty((3, *pixels.shape[:2]), dtype=np.float32)
+        for c in range(3):
+            np.multiply(pixels[..., c], self.rescale / self.std[c], out=out[c], dtype=np.float32)
+            out[c] -= self.mean[c] / self.std[c]
+        return out
+
+
+def _pad_crop(pixels: NDArray[Any], ch: int, cw: int) -> NDArray[Any]:
+    """Centre an image smaller than the crop on zeros (as the processor does), then centre-crop."""
+    h, w = pixels.shape[:2]
+    ph, pw = max(h, ch), max(w, cw)
+    padded = np.zeros((ph, pw, 3), dtype=pixels.dtype)
+    top, left = (ph - h) // 2, (pw - w) // 2
+    padded[top : top + h, left : left + w] = pixels
+    top, left = (ph - ch) // 2, (pw - cw) // 2
+    return padded[top : top + ch, left : left + cw]
 
 
 def _features(output: Any) -> torch.Tensor:

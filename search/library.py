@@ -236,12 +236,12 @@ class Library:
         )
 
     def record(self, path: str | Path) -> ImageRecord | None:
-        with Session(self.engine) as session:
-            return catalog.record_by_path(session, str(path))
+        with self.engine.connect() as conn:
+            return catalog.record_by_path(conn, str(path))
 
     def records(self, faiss_ids: np.ndarray) -> dict[int, ImageRecord]:
-        with Session(self.engine) as session:
-            return catalog.records_by_faiss_id(session, faiss_ids.tolist())
+        with self.engine.connect() as conn:  # pooled; the read ends with the block (no pinned WAL snapshot)
+            return catalog.records_by_faiss_id(conn, faiss_ids.tolist())
 
     # --- vectors and index ----------------------------------------------------------------------------
 

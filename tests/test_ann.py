@@ -17,11 +17,11 @@ from search.records import ImageRecord, Status
     ("n", "dim", "kind", "nlist", "m", "nbits"),
     [
         (0, 512, "flat", 0, 0, 0),
-        (19_999, 512, "flat", 0, 0, 0),
-        (20_000, 512, "ivfpq", 512, 64, 8),
-        (100_000, 512, "ivfpq", 1024, 64, 8),
-        (1_000_000, 512, "ivfpq", 4096, 64, 8),
-        (10_000_000, 768, "ivfpq", 16384, 64, 8),
+        (49_999, 512, "flat", 0, 0, 0),
+        (50_000, 512, "ivfpq", 1024, 32, 8),
+        (100_000, 512, "ivfpq", 1024, 32, 8),
+        (1_000_000, 512, "ivfpq", 4096, 32, 8),
+        (10_000_000, 768, "ivfpq", 16384, 48, 8),
         (50_000, 1152, "ivfpq", 1024, 64, 8),
     ],
 )
@@ -37,18 +37,18 @@ def test_rule(n: int, dim: int, kind: str, nlist: int, m: int, nbits: int) -> No
 
 def test_rule_small_forced() -> None:
     p = ann.choose_index_params(3000, 32, flat_below=1000)
-    assert p.kind == "ivfpq" and p.m == 8 and p.nbits == 6 and p.nlist == 64
+    assert p.kind == "ivfpq" and p.m == 2 and p.nbits == 6 and p.nlist == 64 and p.nprobe == 64
     assert 3000 / p.nlist >= ann.MIN_POINTS_PER_CENTROID
 
 
 def test_rebuild_rule() -> None:
-    p = ann.choose_index_params(30_000, 512)
-    assert not ann.needs_rebuild(p, 30_000, 512)
-    assert not ann.needs_rebuild(p, 100_000, 512)
-    assert ann.needs_rebuild(p, 130_000, 512)  # grown more than 4x past its training size
-    assert ann.needs_rebuild(p, 19_000, 512)  # small again: back to exact
+    p = ann.choose_index_params(60_000, 512)
+    assert not ann.needs_rebuild(p, 60_000, 512)
+    assert not ann.needs_rebuild(p, 200_000, 512)
+    assert ann.needs_rebuild(p, 250_000, 512)  # grown more than 4x past its training size
+    assert ann.needs_rebuild(p, 49_000, 512)  # small again: back to exact
     assert ann.needs_rebuild(None, 10, 512)
-    assert not ann.needs_rebuild(ann.choose_index_params(10, 512), 15_000, 512)
+    assert not ann.needs_rebuild(ann.choose_index_params(10, 512), 45_000, 512)
 
 
 def clustered(n: int, dim: int, seed: int = 1338) -> np.ndarray:

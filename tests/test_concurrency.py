@@ -29,7 +29,7 @@ def test_searches_during_a_run_see_the_last_committed_state(
     rng = np.random.default_rng(0)
     sizes: list[int] = []
     commands = refusals = 0
-    proc = forker.start(home, root, batch=4)  # 90 commits
+    proc = forker.start(home, root, batch=2)  # 180 commits
     deadline = time.monotonic() + 240
     while proc.is_alive() and time.monotonic() < deadline and len(sizes) < 3000:
         lib = Library.open(home)
@@ -40,8 +40,8 @@ def test_searches_during_a_run_see_the_last_committed_state(
         assert {h.record.faiss_id for h in hits} <= set(live.tolist())  # only committed rows
         sizes.append(len(lib))
         lib.close()
-        if not 60 < sizes[-1] < 420:
-            continue  # until the run is under way, nothing slow here
+        if not 60 < sizes[-1] < 420 or len(set(sizes)) < 3:
+            continue  # until the run is well under way (and seen to be), nothing slow here
         if commands < 2 and (commands == 0 or len(sizes) % 10 == 0):  # now and then, the real command
             assert len(cli("search", "a photo", "--json", "-k", "3")) == 3
             commands += 1
