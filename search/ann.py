@@ -147,8 +147,8 @@ def rerank(query: Vectors, ids: np.ndarray, vectors: np.ndarray, allowed: np.nda
     if len(ids) == 0:
         return ids, np.zeros(0, dtype=np.float32)
     rows = gather(vectors, ids)
-    rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)  # undo float16 rounding of the norm
-    scores = rows @ (query.reshape(-1) / max(float(np.linalg.norm(query)), 1e-12))
+    norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))  # undo float16 rounding of the norm
+    scores = (rows @ query.reshape(-1)) / (np.maximum(norms, 1e-12) * max(float(np.linalg.norm(query)), 1e-12))
     order = np.argsort(-scores, kind="stable")[:k]
     return ids[order], scores[order]
 
