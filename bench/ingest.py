@@ -28,7 +28,13 @@ around the pipeline's functions in this process; the project's code is not chang
 
 from __future__ import annotations
 
-import argparse
+import os
+
+# As `viewfinder index` does (ui/cli.py), before torch is imported: idle OpenMP threads yield the cores
+# to the decoder threads. Both sides of the ratio run under it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
 import shutil
 import tempfile
 import threading
