@@ -86,6 +86,36 @@ def timed(into: dict[str, float], key: str) -> Iterator[None]:
         into[key] = into.get(key, 0.0) + time.perf_counter() - started
 
 
+class Patches:
+    """Functions replaced by timed wrappers for the length of a ``with`` block, then put back.
+    Subclasses say which in ``__enter__``; the wall seconds land in ``self.seconds``."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._saved: list[tuple[Any, str, Any]] = []
+
+    def replace(self, owner: Any, name: str, replacement: Any) -> Any:
+        """Put ``replacement`` in place of ``owner.name``; returns the original."""
+        original = getattr(owner, name)
+        self._saved.append((owner, name, original))
+        setattr(owner, name, replacement)
+        return original
+
+    def time(self, owner: Any, name: str, key: str) -> None:
+        original = getattr(owner, name)
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with timed(self.seconds, key):
+                return original(*args, **kwargs)
+
+        self.replace(owner, name, wrapper)
+
+    def __exit__(self, *exc: object) -> None:
+        for owner, name, original in reversed(self._saved):
+            setattr(owner, name, original)
+        self._saved.clear()
+
+
 def percentile_ms(seconds: list[float] | np.ndarray, q: float) -> float:
     return round(float(np.percentile(np.asarray(seconds) * 1000.0, q)), 3)
 

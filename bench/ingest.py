@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
-from common import emit, log, machine, process_age_s, timed
+from common import Patches, emit, log, machine, process_age_s
 from PIL import Image
 
 from indexer import run
@@ -111,27 +111,17 @@ def model_only(encoder: Encoder, sizes: list[int], pixels: np.ndarray) -> float:
     return time.perf_counter() - started
 
 
-class StageTimers:
+class StageTimers(Patches):
     """Wraps the pipeline's functions with timers for the length of one run (a ``with`` block)."""
 
     def __init__(self) -> None:
-        self.wall: dict[str, float] = {}
+        super().__init__()
         self.load_cpu = 0.0
         self.load_wall = 0.0
         self._lock = threading.Lock()
-        self._saved: list[tuple[Any, str, Any]] = []
 
-    def _wrap(self, owner: Any, name: str, key: str) -> None:
-        original = getattr(owner, name)
-
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with timed(self.wall, key):
-                return original(*args, **kwargs)
-
-        self._saved.append((owner, name, original))
-        setattr(owner, name, wrapper)
-
-    def _wrap_load(self) -> None:
+    def _time_loads(self) -> None:
+        """CPU and wall time of ``load_file`` summed over the loader threads."""
         original = run.load_file
 
         def load_file(*args: Any, **kwargs: Any) -> Any:
@@ -143,20 +133,15 @@ class StageTimers:
                     self.load_cpu += time.thread_time() - cpu
                     self.load_wall += time.perf_counter() - wall
 
-        self._saved.append((run, "load_file", original))
-        run.load_file = load_file
+        self.replace(run, "load_file", load_file)
 
     def __enter__(self) -> Self:
-        self._wrap(Encoder, "encode_pixels", "embed_s")
-        self._wrap(LibraryWriter, "commit", "commit_s")
-        self._wrap(LibraryWriter, "finish", "finish_s")
-        self._wrap(run, "walk", "walk_s")
-        self._wrap_load()
+        self.time(Encoder, "encode_pixels", "embed_s")
+        self.time(LibraryWriter, "commit", "commit_s")
+        self.time(LibraryWriter, "finish", "finish_s")
+        self.time(run, "walk", "walk_s")
+        self._time_loads()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        for owner, name, original in reversed(self._saved):
-            setattr(owner, name, original)
 
 
 def end_to_end(writer: LibraryWriter, encoder: Encoder, roots: list[Path], batch_size: int, workers: int | None) -> tuple[float, dict[str, float]]:
@@ -167,7 +152,7 @@ def end_to_end(writer: LibraryWriter, encoder: Encoder, roots: list[Path], batch
         seconds = time.perf_counter() - started
     if report.skipped:
         raise SystemExit(f"the pipeline skipped {len(report.skipped)} benchmark photos: {report.skipped[:3]}")
-    stages = dict(timers.wall)
+    stages = dict(timers.seconds)
     stages["main_thread_waiting_for_loaders_s"] = seconds - sum(stages.values())
     stages["load_thread_cpu_s"] = timers.load_cpu
     stages["load_thread_wall_s"] = timers.load_wall

@@ -30,13 +30,13 @@ from typing import Any, Self
 
 from common import (
     ClipLike,
+    Patches,
     build_vector_library,
     emit,
     log,
     machine,
     percentile_ms,
     process_age_s,
-    timed,
 )
 
 from search import ann
@@ -82,32 +82,14 @@ QUERIES = [
 ]
 
 
-class StageTimers:
+class StageTimers(Patches):
     """Timers around the search path's stages (candidates, re-rank, catalog) for one ``with`` block."""
 
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self._saved: list[tuple[Any, str, Any]] = []
-
-    def _wrap(self, owner: Any, name: str, key: str) -> None:
-        original = getattr(owner, name)
-
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with timed(self.seconds, key):
-                return original(*args, **kwargs)
-
-        self._saved.append((owner, name, original))
-        setattr(owner, name, wrapper)
-
     def __enter__(self) -> Self:
-        self._wrap(ann, "candidates", "candidates")
-        self._wrap(ann, "rerank", "rerank")
-        self._wrap(Library, "records", "catalog")
+        self.time(ann, "candidates", "candidates")
+        self.time(ann, "rerank", "rerank")
+        self.time(Library, "records", "catalog")
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        for owner, name, original in reversed(self._saved):
-            setattr(owner, name, original)
 
 
 def main(argv: list[str] | None = None) -> None:
