@@ -13,6 +13,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.status import Status
 from rich.text import Text
 
 
@@ -27,6 +28,8 @@ class RichProgress:
 
     def __init__(self, enabled: bool, console: Console | None = None) -> None:
         self.enabled = enabled
+        self._console = console or Console(stderr=True)
+        self._status: Status | None = None
         self._progress = Progress(
             TextColumn("[bold]indexing"),
             BarColumn(),
@@ -36,12 +39,22 @@ class RichProgress:
             TimeElapsedColumn(),
             TextColumn("eta"),
             TimeRemainingColumn(),
-            console=console or Console(stderr=True),
+            console=self._console,
             disable=not enabled,
         )
         self._task = None
 
+    def stage(self, text: str | None) -> None:
+        """A spinner with ``text`` for the steps without a count (walking, building the index); None ends it."""
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+        if self.enabled and text:
+            self._status = self._console.status(text)
+            self._status.start()
+
     def start(self, total: int) -> None:
+        self.stage(None)
         if self.enabled:
             self._progress.start()
             self._task = self._progress.add_task("index", total=total)

@@ -25,12 +25,16 @@ from search.records import ImageRecord, IndexParams, Status
 
 
 class Progress(Protocol):
+    def stage(self, text: str | None) -> None: ...
     def start(self, total: int) -> None: ...
     def advance(self, n: int) -> None: ...
     def finish(self) -> None: ...
 
 
 class NoProgress:
+    def stage(self, text: str | None) -> None:
+        pass
+
     def start(self, total: int) -> None:
         pass
 
@@ -163,6 +167,7 @@ def index_paths(
     started = time.perf_counter()
     progress = progress or NoProgress()
     report = IndexReport()
+    progress.stage(f"looking for images in {', '.join(str(r) for r in roots)}")
     found = walk(roots, is_candidate=faults.watched("walk", is_image_candidate))
     files, bad_names = split_bad_names(found.files)
     root_paths = [os.path.abspath(os.path.expanduser(r)) for r in roots]
@@ -190,7 +195,11 @@ def index_paths(
         writer.remove(plan.removed)
         report.removed = len(plan.removed)
         faults.reached("removed")
-    report.index = writer.finish(flat_below=flat_below)
+    progress.stage("updating the index")
+    try:
+        report.index = writer.finish(flat_below=flat_below)
+    finally:
+        progress.stage(None)
     with writer.session() as session:
         report.images = catalog.counts(session)["indexed"]
     report.seconds = time.perf_counter() - started

@@ -189,6 +189,9 @@ class Saboteur:
         self.vanish, self.change, self.junk = vanish, change, junk
         self.total = -1
 
+    def stage(self, text: str | None) -> None:
+        pass
+
     def start(self, total: int) -> None:
         self.total = total
         self.vanish.unlink()
