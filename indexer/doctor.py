@@ -197,9 +197,8 @@ def read_index_state(home: Path, name: str | None) -> IndexState:
     try:
         index = ann.read_index(path)
         return IndexState(name=name, exists=True, dim=int(index.d), ids=np.sort(index_ids(index)))
-    except (RuntimeError, MemoryError, ValueError) as err:
-        detail = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        return IndexState(name=name, exists=True, error=detail)
+    except ann.UnreadableIndex as err:
+        return IndexState(name=name, exists=True, error=str(err))
 
 
 def _catalog_finding(home: Path) -> Finding | None:

@@ -253,10 +253,8 @@ class LibraryWriter:
     def _updated_index(self, name: str, vectors: np.ndarray, live: np.ndarray) -> faiss.Index | None:
         """The current index brought up to ``live``, or None when its file cannot be read (then it is rebuilt)."""
         try:
-            index = ann.read_index(self.home / name)
-            if index.d != self.dim:
-                raise ValueError(f"{index.d} dimensions, not {self.dim}")
-        except (RuntimeError, MemoryError, ValueError) as err:
+            index = ann.read_index(self.home / name, self.dim)
+        except ann.UnreadableIndex as err:
             log.warning("The index file %s in %s cannot be read (%s); rebuilding it from the stored vectors.", name, self.home, err)
             return None
         covered = int(self.meta.get("index_rows", 0))
@@ -290,10 +288,6 @@ class LibraryWriter:
         if self.dim is not None and self.torn_tail() > 0:
             with self._writing("vectors file"):
                 os.truncate(self.vectors_path, self.vector_rows * row_bytes(self.dim, self.meta["dtype"]))
-
-    def garbage_rows(self) -> int:
-        """Vector rows no catalog row points to any more (changed or deleted files)."""
-        return self.vector_rows - len(read_snapshot(self.engine).live)
 
     def torn_tail(self) -> int:
         """Rows written after the last commit by a killed run (overwritten by the next append)."""

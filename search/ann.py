@@ -23,7 +23,6 @@ The rule (``choose_index_params``):
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import faiss
@@ -153,13 +152,17 @@ def rerank(query: Vectors, ids: np.ndarray, vectors: np.ndarray, allowed: np.nda
     return ids[order], scores[order]
 
 
-def write_index_atomic(index: faiss.Index, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    faiss.write_index(index, str(tmp))
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+class UnreadableIndex(ValueError):
+    """An index file that is missing, truncated, not an index, or of another dimension. ``str()`` is one line."""
 
 
-def read_index(path: Path) -> faiss.Index:
-    return faiss.read_index(str(path))
+def read_index(path: Path, dim: int | None = None) -> faiss.Index:
+    """The index in ``path``; ``UnreadableIndex`` for every way it cannot be used (checked ``dim`` included)."""
+    try:
+        index = faiss.read_index(str(path))
+    except (RuntimeError, MemoryError) as err:
+        lines = str(err).strip().splitlines()
+        raise UnreadableIndex(lines[-1] if lines else type(err).__name__) from err
+    if dim is not None and index.d != dim:
+        raise UnreadableIndex(f"it holds {index.d}-dimensional vectors, not {dim}")
+    return index

@@ -296,10 +296,8 @@ class Library:
             index, covered = ann.new_index(params), 0
         else:
             try:
-                index = ann.read_index(self.home / name)
-                if index.d != snap.dim:
-                    raise ValueError(f"it holds {index.d}-dimensional vectors, not {snap.dim}")
-            except (RuntimeError, MemoryError, ValueError) as err:
+                index = ann.read_index(self.home / name, snap.dim)
+            except ann.UnreadableIndex as err:
                 self._log_unreadable_index(name, err)
                 self._exact = True
                 index, covered = ann.new_index(ann.choose_index_params(0, snap.dim or 0)), 0
@@ -315,11 +313,10 @@ class Library:
         if current is not None and current != name:
             log.info("The index %s was replaced by a newer one since %s was opened; scanning its vectors.", name, self.home)
             return
-        detail = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         log.warning(
             "The index file %s of the library in %s is missing or damaged (%s); searching the stored vectors "
             "exactly instead, which is slower. %s to rebuild it.",
-            name, self.home, detail, repair_hint(self.home, start=True),
+            name, self.home, err, repair_hint(self.home, start=True),
         )
 
     def index_params(self) -> IndexParams:

@@ -57,18 +57,6 @@ def append_vectors(path: Path, vectors: Vectors, dtype: str, committed_rows: int
     return committed_rows
 
 
-def write_vectors_atomic(path: Path, vectors: Vectors, dtype: str, chunk_rows: int = 65536) -> None:
-    """Write a whole new vectors file: temp file, fsync, rename (used when compacting)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        for start in range(0, len(vectors), chunk_rows):
-            fh.write(np.ascontiguousarray(vectors[start : start + chunk_rows], dtype=DTYPES[dtype]).tobytes())
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
 def fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
