@@ -55,6 +55,9 @@ class FileRow(Base):
     taken_at: Mapped[datetime | None] = mapped_column(DateTime)
     reason: Mapped[str | None] = mapped_column(Text)
     indexed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    camera_make: Mapped[str | None] = mapped_column(String(64))
+    camera_model: Mapped[str | None] = mapped_column(String(64))
+    meta_version: Mapped[int | None] = mapped_column(Integer)
 
     def to_record(self) -> ImageRecord:
         return ImageRecord(
@@ -70,6 +73,9 @@ class FileRow(Base):
             taken_at=self.taken_at,
             reason=self.reason,
             indexed_at=self.indexed_at,
+            camera_make=self.camera_make,
+            camera_model=self.camera_model,
+            meta_version=self.meta_version,
         )
 
 
@@ -140,6 +146,7 @@ def live_ids(session: Session) -> np.ndarray:
 _RECORD_COLUMNS = (
     FileRow.path, FileRow.size, FileRow.mtime_ns, FileRow.status, FileRow.faiss_id, FileRow.content_hash,
     FileRow.width, FileRow.height, FileRow.format, FileRow.taken_at, FileRow.reason, FileRow.indexed_at,
+    FileRow.camera_make, FileRow.camera_model, FileRow.meta_version,
 )  # fmt: skip
 _BY_FAISS_IDS = select(*_RECORD_COLUMNS).where(FileRow.faiss_id.in_(bindparam("ids", expanding=True)))
 
@@ -184,6 +191,7 @@ def upsert_records(session: Session, records: Sequence[ImageRecord]) -> None:
         row.faiss_id, row.content_hash = rec.faiss_id, rec.content_hash
         row.width, row.height, row.format = rec.width, rec.height, rec.format
         row.taken_at, row.reason, row.indexed_at = rec.taken_at, rec.reason, rec.indexed_at
+        row.camera_make, row.camera_model, row.meta_version = rec.camera_make, rec.camera_model, rec.meta_version
 
 
 def delete_paths(session: Session, paths: Sequence[str]) -> None:

@@ -34,6 +34,9 @@ class ImageRecord:
     taken_at: datetime | None = None
     reason: str | None = None
     indexed_at: datetime | None = None
+    camera_make: str | None = None  # EXIF Make
+    camera_model: str | None = None  # EXIF Model
+    meta_version: int | None = None  # search.exif.META_VERSION of the reader that filled the row; None: before it
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)

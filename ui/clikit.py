@@ -1,0 +1,76 @@
+"""What every ``viewfinder`` command shares: the Typer app, the common options, settings, error and JSON
+output. Command modules (``ui/cli.py`` and the ``ui/cmd_*.py`` modules it registers) import from here.
+
+Library code raises ``ViewfinderError``s; ``user_errors`` alone turns them into one-sentence messages on
+stderr and a non-zero exit code. Nothing here imports torch or transformers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from search.errors import ViewfinderError
+from search.settings import DEFAULT_MODEL, Settings
+
+app = typer.Typer(
+    name="viewfinder",
+    help="Semantic image search: index folders of images with CLIP, then search them by text or by image.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option("--home", help="Library folder [env VIEWFINDER_HOME; default ~/.local/share/viewfinder].", show_default=False),
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help=f"Hugging Face CLIP/SigLIP id or local folder [default: the library's model, or {DEFAULT_MODEL}].",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+KOpt = Annotated[int, typer.Option("-k", "--top", min=1, max=10_000, help="Number of results.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+
+
+def settings_for(home: Path | None, model: str | None = None, device: str = "auto") -> Settings:
+    base = Settings.from_env()
+    return Settings(
+        home=home or base.home,
+        model=model or base.model,
+        device=device,
+        batch_size=base.batch_size,
+        flat_below=base.flat_below,
+    )
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Domain errors become one clear sentence on stderr and exit code 1; Ctrl-C exits 130."""
+    try:
+        yield
+    except ViewfinderError as err:
+        typer.echo(f"Error: {err}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo("Interrupted; everything committed so far is kept. Run the same command again to finish.", err=True)
+        raise typer.Exit(130) from None
+
+
+def emit_json(data: Any) -> None:
+    typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+def raise_usage(message: str) -> None:
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(2)

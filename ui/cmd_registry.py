@@ -1,0 +1,3 @@
+"""Imports the command modules that register themselves on ``ui.clikit.app`` (one line each)."""
+
+from __future__ import annotations
