@@ -1,4 +1,5 @@
-"""Search filters: folder, capture-date range and file formats -> a boolean mask over FAISS ids.
+"""Search filters -> a boolean mask over FAISS ids: folder, capture-date range, file formats, minimum
+width/height, camera make/model and a path glob.
 
 ``allowed_mask`` turns a :class:`Filter` into the ``allowed`` argument of ``Library.search_vector``;
 ``facets`` lists what the filter widgets can offer (the folders, formats and capture dates present).
@@ -10,6 +11,11 @@ Rules:
 * A date bound keeps images whose capture date (EXIF ``DateTimeOriginal``, else ``DateTime``) lies in
   the inclusive range; images without a capture date are left out as soon as either bound is set.
 * ``formats`` keeps images in any of the named formats (Pillow names: 'JPEG', 'PNG'...); empty = any.
+  ``Filter.make`` accepts any case and the usual aliases (jpg, tif, heic) and refuses unknown names.
+* ``min_width``/``min_height`` keep images at least that many pixels wide/high (as displayed).
+* ``camera`` keeps images whose EXIF make or model contains the text (any case).
+* ``glob`` keeps paths matching a shell pattern (``*``, ``?``, ``[...]``; case-sensitive); a pattern
+  without ``/`` is matched against the file name only (``*.png``), one with ``/`` against the whole path.
 """
 
 from __future__ import annotations
@@ -24,7 +30,27 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from search.catalog import FileRow
+from search.errors import QueryError
 from search.records import Status
+
+
+FORMAT_ALIASES = {"JPG": "JPEG", "JPE": "JPEG", "JFIF": "JPEG", "TIF": "TIFF", "HEIC": "HEIF", "APNG": "PNG"}
+
+
+def known_formats() -> frozenset[str]:
+    """Format names an image can be catalogued under (Pillow's, plus the plugin formats we recognise)."""
+    from PIL import Image
+
+    Image.init()
+    return frozenset(Image.registered_extensions().values()) | {"HEIF", "AVIF", "JXL", "MPO"}
+
+
+def format_name(text: str) -> str:
+    name = text.strip().lstrip(".").upper()
+    name = FORMAT_ALIASES.get(name, name)
+    if name not in known_formats():
+        raise QueryError(f"Unknown image format '{text}': use a name like JPEG, PNG, WEBP, GIF, TIFF or HEIF.")
+    return name
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,10 +59,37 @@ class Filter:
     date_from: date | None = None  # inclusive
     date_to: date | None = None  # inclusive
     formats: frozenset[str] = field(default_factory=frozenset)
+    min_width: int | None = None
+    min_height: int | None = None
+    camera: str | None = None  # substring of EXIF make or model, any case
+    glob: str | None = None
 
     @property
     def active(self) -> bool:
-        return bool(self.folder or self.date_from or self.date_to or self.formats)
+        return any(getattr(self, name) for name in self.__dataclass_fields__)
+
+    @classmethod
+    def make(cls, **values: object) -> Filter:
+        """A filter from user input: format names normalised and checked, folder made absolute, bounds checked."""
+        out = dict(values)
+        if out.get("formats"):
+            out["formats"] = frozenset(format_name(str(f)) for f in out["formats"])  # type: ignore[union-attr]
+        if out.get("folder"):
+            out["folder"] = os.path.abspath(os.path.expanduser(str(out["folder"])))
+        for name in ("min_width", "min_height"):
+            if out.get(name) is not None:
+                try:
+                    out[name] = int(out[name])  # type: ignore[call-overload]
+                except (TypeError, ValueError):
+                    raise QueryError(f"{name.replace('_', ' ')} must be a whole number, not {out[name]!r}.") from None
+                if out[name] < 0:  # type: ignore[operator]
+                    raise QueryError(f"{name.replace('_', ' ')} must be 0 or more.")
+        if out.get("date_from") and out.get("date_to") and out["date_from"] > out["date_to"]:  # type: ignore[operator]
+            raise QueryError(f"The date range is empty: {out['date_from']} is after {out['date_to']}.")
+        try:
+            return cls(**out)  # type: ignore[arg-type]
+        except TypeError as err:
+            raise QueryError(f"Unknown filter: {err}.") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +121,18 @@ def conditions(flt: Filter) -> list[ColumnElement[bool]]:
         out.append(FileRow.taken_at.is_not(None))
     if flt.formats:
         out.append(FileRow.format.in_(sorted(flt.formats)))
+    if flt.min_width:
+        out.append(FileRow.width >= flt.min_width)
+    if flt.min_height:
+        out.append(FileRow.height >= flt.min_height)
+    if flt.camera:
+        needle = f"%{flt.camera.strip().lower()}%"
+        out.append(
+            func.lower(func.coalesce(FileRow.camera_make, "") + " " + func.coalesce(FileRow.camera_model, "")).like(needle)
+        )
+    if flt.glob:
+        pattern = flt.glob if "/" in flt.glob else "*/" + flt.glob
+        out.append(FileRow.path.op("GLOB")(pattern))
     return out
 
 

@@ -36,6 +36,7 @@ from search import ann, catalog
 from search.errors import LibraryCorrupt, LibraryNotFound, ModelMismatch, QueryError
 from search.records import Hit, ImageRecord, IndexParams, LibraryInfo, Vectors
 from search.schema import migrate
+from search.selection import filtered_candidates
 from search.vectors import file_rows, open_vectors
 
 log = logging.getLogger(__name__)
@@ -335,6 +336,12 @@ class Library:
 
         ``allowed`` (a boolean mask over FAISS ids) narrows the search, e.g. to a folder.
         """
+        ids, scores = self.rank(query, k, allowed)
+        return self.hits(ids, scores)
+
+    def rank(self, query: Vectors, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(FAISS ids, exact scores) of the ``k`` best indexed images for a query vector, best first.
+        A filter (``allowed``) never costs results: see ``search.selection``."""
         if k < 1:
             raise QueryError("The number of results must be at least 1.")
         self.ensure_searchable()
@@ -342,19 +349,20 @@ class Library:
         if query.shape[1] != self.dim:
             raise QueryError(f"The query has {query.shape[1]} dimensions; the library's vectors have {self.dim}.")
         mask = self.allowed if allowed is None else self.allowed & _fit(allowed, len(self.allowed))
-        if allowed is not None and mask.sum() <= ann.FLAT_BELOW:
-            candidates = np.flatnonzero(mask)  # a narrow filter: score every allowed vector exactly
+        stale = max(0, self.index.ntotal - len(self))  # rows removed since the index was written
+        params = self.index_params()  # after loading the index: an unreadable one means an exact scan
+        depth = max(params.rerank, 10 * k) if params.kind == "ivfpq" else k
+        if allowed is None:
+            candidates = ann.candidates(self.index, params, query, depth + stale)
         else:
-            stale = max(0, self.index.ntotal - len(self))  # rows removed since the index was written
-            params = self.index_params()  # after loading the index: an unreadable one means an exact scan
-            depth = (max(params.rerank, 10 * k) if params.kind == "ivfpq" else k) + stale
-            if allowed is not None:
-                depth = min(len(self.allowed), depth * max(1, round(len(mask) / max(1, mask.sum()))))
-            candidates = ann.candidates(self.index, params, query, depth)
-        ids, scores = ann.rerank(query, candidates, self.vectors, mask, k)
+            candidates = filtered_candidates(self.index, params, query, depth, mask)
+        return ann.rerank(query, candidates, self.vectors, mask, k)
+
+    def hits(self, ids: np.ndarray, scores: np.ndarray, *, first_rank: int = 1) -> list[Hit]:
+        """Ranked hits with their catalog records (ids without a record in this snapshot are left out)."""
         records = self.records(ids)
         found = [(records[int(fid)], float(score)) for fid, score in zip(ids, scores, strict=True) if int(fid) in records]
-        return [Hit(rank=rank, score=score, record=rec) for rank, (rec, score) in enumerate(found, start=1)]
+        return [Hit(rank=rank, score=score, record=rec) for rank, (rec, score) in enumerate(found, start=first_rank)]
 
 
 def _fit(mask: np.ndarray, length: int) -> np.ndarray:
