@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from indexer import faults
+from indexer.dedupe import plan_embedding
 from indexer.embed import OUT_OF_MEMORY, ChunkLimit, embed_halving
 from indexer.load import Loaded, bounded_map, load_file
 from indexer.plan import make_plan
@@ -209,20 +210,31 @@ def index_paths(
 def _commit_group(
     group: list[Loaded], writer: LibraryWriter, lazy: LazyEncoder, known: dict[str, int], report: IndexReport, limit: ChunkLimit
 ) -> None:
-    embed = [x for x in group if x.pixels is not None]
+    loaded = [x for x in group if x.pixels is not None]
     reuse = [x for x in group if x.reuse_id is not None]
     skipped = [x for x in group if x.skipped]
     no_memory: list[Loaded] = []  # reported, not recorded: the next run tries them again
+    plan = plan_embedding([x.content_hash for x in loaded], known)  # each content through the model once
+    reuse += [replace(loaded[pos], pixels=None, reuse_id=fid) for pos, fid in plan.stored]
+    embed = [loaded[pos] for pos in plan.embed]
     parts: list[np.ndarray] = []
+    copies: list[Loaded] = []
     if embed:
         out = embed_halving(lazy.get().encode_pixels, np.stack([x.pixels for x in embed]), limit=limit.value)
         limit.value = out.limit
+        row_of = {i: row for row, i in enumerate(out.done)}  # place in ``embed`` -> row of out.vectors
         no_memory = [replace(embed[i], pixels=None, reason=OUT_OF_MEMORY) for i in out.failed]
+        no_memory += [replace(loaded[pos], pixels=None, reason=OUT_OF_MEMORY) for pos, i in plan.copies if i not in row_of]
         embed = [embed[i] for i in out.done]
+        copied = [(pos, row_of[i]) for pos, i in plan.copies if i in row_of]
+        copies = [replace(loaded[pos], pixels=None) for pos, _ in copied]
         if embed:
             parts.append(out.vectors)
+        if copies:
+            parts.append(out.vectors[[row for _, row in copied]])
     if reuse:
         parts.append(writer.stored([x.reuse_id for x in reuse]))
+    reuse = [*copies, *reuse]
     records = [to_record(x, Status.INDEXED) for x in (*embed, *reuse)]
     vectors = np.concatenate(parts) if parts else np.zeros((0, writer.dim or 0), dtype=np.float32)
     faults.reached("batch.embedded")
