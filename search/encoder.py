@@ -20,6 +20,7 @@ import torch
 from numpy.typing import NDArray
 from PIL import Image
 
+from search import families
 from search.errors import ModelLoadError, QueryError
 from search.records import Vectors
 
@@ -156,9 +157,11 @@ class Encoder:
         self.tokenizer = processor.tokenizer
         self.device = device
         self.dtype = next(model.parameters()).dtype
-        self.preprocess = Preprocess.from_image_processor(processor.image_processor)
+        images = processor.image_processor
+        self.naflex = families.is_naflex(images)  # SigLIP 2 NaFlex: patches + mask + grid instead of pixels
+        self.preprocess = (families.NaflexPreprocess if self.naflex else Preprocess).from_image_processor(images)
         self.pad_to_max = "siglip" in str(getattr(model.config, "model_type", "")).lower()
-        self.max_text_tokens = int(getattr(model.config.text_config, "max_position_embeddings", 77))
+        self.max_text_tokens = families.text_token_limit(model.config.text_config, self.tokenizer)
         self.dim = int(self.encode_text(["a"]).shape[1])
 
     @classmethod
@@ -192,6 +195,10 @@ class Encoder:
         tensor = torch.from_numpy(pixels)
         if self.device.startswith("cuda"):
             tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+        if self.naflex:
+            inputs = families.naflex_inputs(tensor)
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+            return _normalise(_features(self.model.get_image_features(**inputs)))
         tensor = tensor.to(self.dtype)
         return _normalise(_features(self.model.get_image_features(pixel_values=tensor)))
 
