@@ -23,11 +23,12 @@ import numpy as np
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from indexer import faults
-from search import ann, catalog
+from indexer import faults, tagging
+from search import ann, catalog, tagdb
 from search.errors import LibraryLocked, LibraryWriteError, ModelMismatch
 from search.library import check_model, open_catalog, read_snapshot
 from search.records import ImageRecord, IndexParams, Vectors
+from search.tagdb import LabelSet
 from search.vectors import append_vectors, file_rows, fsync_dir, open_vectors, row_bytes
 
 VECTOR_DTYPE = "float16"
@@ -85,6 +86,7 @@ class LibraryWriter:
         except OperationalError as err:  # e.g. no room for the write-ahead log
             raise write_failure(home, "catalog", err) from err
         self.meta: dict[str, Any] = snapshot.meta
+        self._labels: LabelSet | None | bool = False  # False: not read yet
         self._cleanup()
 
     @classmethod
@@ -138,6 +140,8 @@ class LibraryWriter:
         except (OSError, OperationalError) as err:
             raise write_failure(self.home, what, err) from err
 
+    writing = _writing  # for the other write steps of the indexer package (tags)
+
     def _set_meta(self, values: dict[str, Any]) -> None:
         with self._writing("catalog"), self.session() as session, session.begin():
             catalog.write_meta(session, values)
@@ -180,6 +184,15 @@ class LibraryWriter:
 
     # --- batches -------------------------------------------------------------------------------------
 
+    def label_set(self, session: Session) -> LabelSet | None:
+        """The library's tag label set, read once per writer (only a writer changes it, under this lock)."""
+        if self._labels is False:
+            self._labels = tagdb.label_set(session)
+        return self._labels  # type: ignore[return-value]
+
+    def forget_label_set(self) -> None:
+        self._labels = False
+
     def stored(self, faiss_ids: Sequence[int]) -> Vectors:
         assert self.dim is not None
         vectors = open_vectors(self.vectors_path, self.dim, self.meta["dtype"], self.vector_rows)
@@ -200,6 +213,7 @@ class LibraryWriter:
         with self._writing("catalog"), self.session() as session, session.begin():
             catalog.upsert_records(session, [*rows, *skipped])
             catalog.write_meta(session, {"vector_rows": last_rows})
+            tagging.tag_committed(session, self.label_set(session), first, vectors)  # same transaction as the rows
         self.meta["vector_rows"] = last_rows
 
     def remove(self, paths: Sequence[str]) -> None:

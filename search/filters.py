@@ -14,6 +14,7 @@ Rules:
   ``Filter.make`` accepts any case and the usual aliases (jpg, tif, heic) and refuses unknown names.
 * ``min_width``/``min_height`` keep images at least that many pixels wide/high (as displayed).
 * ``camera`` keeps images whose EXIF make or model contains the text (any case).
+* ``tags`` keeps images that hold every one of the labels (``viewfinder tag``; any case).
 * ``glob`` keeps paths matching a shell pattern (``*``, ``?``, ``[...]``; case-sensitive); a pattern
   without ``/`` is matched against the file name only (``*.png``), one with ``/`` against the whole path.
 """
@@ -32,6 +33,7 @@ from sqlalchemy.orm import Session
 from search.catalog import FileRow
 from search.errors import QueryError
 from search.records import Status
+from search.tagdb import tag_condition
 
 
 FORMAT_ALIASES = {"JPG": "JPEG", "JPE": "JPEG", "JFIF": "JPEG", "TIF": "TIFF", "HEIC": "HEIF", "APNG": "PNG"}
@@ -63,6 +65,7 @@ class Filter:
     min_height: int | None = None
     camera: str | None = None  # substring of EXIF make or model, any case
     glob: str | None = None
+    tags: frozenset[str] = field(default_factory=frozenset)  # labels of `viewfinder tag`: images holding all of them
 
     @property
     def active(self) -> bool:
@@ -76,6 +79,8 @@ class Filter:
             out["formats"] = frozenset(format_name(str(f)) for f in out["formats"])  # type: ignore[union-attr]
         if out.get("folder"):
             out["folder"] = os.path.abspath(os.path.expanduser(str(out["folder"])))
+        if "tags" in out:
+            out["tags"] = frozenset(" ".join(str(t).split()) for t in out["tags"] or () if str(t).strip())  # type: ignore[union-attr]
         for name in ("min_width", "min_height"):
             if out.get(name) is not None:
                 try:
@@ -133,6 +138,8 @@ def conditions(flt: Filter) -> list[ColumnElement[bool]]:
     if flt.glob:
         pattern = flt.glob if "/" in flt.glob else "*/" + flt.glob
         out.append(FileRow.path.op("GLOB")(pattern))
+    if flt.tags:
+        out.extend(tag_condition(flt.tags))
     return out
 
 

@@ -1,3 +1,4 @@
 """Imports the command modules that register themselves on ``ui.clikit.app`` (one line each)."""
 
 from __future__ import annotations
+from ui import cmd_tag  # noqa: F401
