@@ -46,3 +46,7 @@ class ImageDecodeError(ViewfinderError):
 
 class QueryError(ViewfinderError):
     """A query cannot be run (empty text, nothing indexed, unknown image path...)."""
+
+
+class EvalInputError(ViewfinderError):
+    """An evaluation input (captions file, images folder, class tree) cannot be used."""
