@@ -1,4 +1,8 @@
-"""EXIF: orientation (applied so images display upright) and capture time. Broken metadata reads as absent."""
+"""EXIF: orientation (applied so images display upright), capture time and camera make/model. Broken
+metadata reads as absent.
+
+``META_VERSION`` names what this reader extracts; catalog rows carry the version that filled them, so a
+newer reader back-fills older rows from the files (no re-embedding: ``indexer.backfill``)."""
 
 from __future__ import annotations
 
@@ -13,6 +17,11 @@ _ORIENTATION_TAG: Final = 0x0112
 _DATETIME_TAG: Final = 0x0132
 _EXIF_IFD: Final = 0x8769
 _DATETIME_ORIGINAL_TAG: Final = 0x9003
+_MAKE_TAG: Final = 0x010F
+_MODEL_TAG: Final = 0x0110
+CAMERA_MAX_CHARS: Final = 64
+
+META_VERSION: Final = 2  # 1: size, format, capture time; 2: + camera make and model
 
 # EXIF orientation -> the transpose that makes the stored pixels look as displayed (as ImageOps.exif_transpose).
 ORIENTATION_TRANSPOSE: Final[dict[int, Image.Transpose]] = {
@@ -42,6 +51,25 @@ def parse_exif_datetime(value: object) -> datetime | None:
         return datetime(year, month, day, hour, minute, second)
     except ValueError:  # '0000:00:00 00:00:00', Feb 30...
         return None
+
+
+def exif_text(value: object) -> str | None:
+    """An EXIF ASCII field as clean text (NULs and control characters dropped, capped), or None."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        return None
+    text = " ".join("".join(ch for ch in value if ch.isprintable()).split())
+    return text[:CAMERA_MAX_CHARS] or None
+
+
+def read_camera(im: Image.Image) -> tuple[str | None, str | None]:
+    """(make, model) from EXIF; (None, None) when absent or broken. Reads header data only."""
+    try:
+        exif = Image.Image.getexif(im)
+        return exif_text(exif.get(_MAKE_TAG)), exif_text(exif.get(_MODEL_TAG))
+    except Exception:  # noqa: BLE001 - corrupt EXIF is common and harmless
+        return None, None
 
 
 def read_exif(im: Image.Image, *, header_only: bool) -> tuple[int, datetime | None]:

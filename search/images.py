@@ -32,7 +32,7 @@ from typing import IO, BinaryIO, Final, TypeAlias, cast
 from PIL import Image, ImageFile
 
 from search.errors import ImageDecodeError
-from search.exif import displayed_size, orient, read_exif
+from search.exif import displayed_size, orient, read_camera, read_exif
 from search.formats import (
     HEADER_BYTES,
     IMAGE_EXTENSIONS,
@@ -87,6 +87,8 @@ class ImageInfo:
     height: int
     format: str  # Pillow's format name: 'JPEG', 'PNG', 'MPO', 'HEIF'...
     taken_at: datetime | None  # EXIF DateTimeOriginal, else DateTime; naive (no time zone)
+    camera_make: str | None = None  # EXIF Make
+    camera_model: str | None = None  # EXIF Model
 
 
 # --- opening ------------------------------------------------------------------------------------------
@@ -287,7 +289,7 @@ def _finish(
             im.draft("RGB", draft)  # a no-op for everything but JPEG/MPO
     im.load()
     orientation, taken_at = read_exif(im, header_only=False)
-    info = ImageInfo(*displayed_size(full_size, orientation), format=_format_of(im), taken_at=taken_at)
+    info = ImageInfo(*displayed_size(full_size, orientation), _format_of(im), taken_at, *read_camera(im))
 
     out = to_rgb(im)
     if min_side is not None:
@@ -354,7 +356,7 @@ def decode_image(
 
 def _info_from_open(im: Image.Image) -> ImageInfo:
     orientation, taken_at = read_exif(im, header_only=True)
-    return ImageInfo(*displayed_size(im.size, orientation), format=_format_of(im), taken_at=taken_at)
+    return ImageInfo(*displayed_size(im.size, orientation), _format_of(im), taken_at, *read_camera(im))
 
 
 def read_image_info(source: ImageSource) -> ImageInfo:

@@ -13,6 +13,7 @@ number (``0.5:boats``); a TERM that names an existing file is an image, anything
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -20,7 +21,8 @@ from datetime import date
 from typing import Any, Literal
 
 from search.errors import QueryError
-from search.filters import Filter
+from search.filterspec import Filter
+from search.records import Hit
 
 SORTS = ("relevance", "newest", "oldest", "modified")
 Sort = Literal["relevance", "newest", "oldest", "modified"]
@@ -147,7 +149,7 @@ def _weight(value: object) -> float:
         weight = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise QueryError(f"The weight {value!r} is not a number.") from None
-    if weight != weight or weight in (float("inf"), float("-inf")):
+    if not math.isfinite(weight):
         raise QueryError(f"The weight {value!r} is not a finite number.")
     return weight
 
@@ -175,6 +177,36 @@ def build_terms(main: list[str], plus: list[str] = (), minus: list[str] = ()) ->
     return tuple(
         [parse_term(s) for s in main] + [parse_term(s) for s in plus] + [parse_term(s, negate=True) for s in minus]
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Results:
+    """What a query answers: one page of hits and what the user should be told about it."""
+
+    hits: list[Hit]  # this page, best first (or in the requested sort)
+    cut: int = 0  # results among the ranked pool that the cutoff removed
+    matched: int = 0  # images that pass the filter (all of the library without one)
+    notices: tuple[str, ...] = ()  # things to tell the user once (long text split, indexer running)
+    more: bool = False  # whether a next page may hold results
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "hits": [h.to_json() for h in self.hits],
+            "cut": self.cut,
+            "matched": self.matched,
+            "notices": list(self.notices),
+            "more": self.more,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Results:
+        return cls(
+            hits=[Hit.from_json(h) for h in data["hits"]],
+            cut=int(data.get("cut", 0)),
+            matched=int(data.get("matched", 0)),
+            notices=tuple(data.get("notices", ())),
+            more=bool(data.get("more", False)),
+        )
 
 
 # --- the filter as JSON (for the HTTP server and saved queries) -------------------------------------------
