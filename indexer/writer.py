@@ -212,7 +212,7 @@ class LibraryWriter:
         last_rows = first + len(embedded)
         with self._writing("catalog"), self.session() as session, session.begin():
             catalog.upsert_records(session, [*rows, *skipped])
-            catalog.write_meta(session, {"vector_rows": last_rows})
+            catalog.write_meta(session, {"vector_rows": last_rows, "committed_at": utcnow().isoformat()})
             tagging.tag_committed(session, self.label_set(session), first, vectors)  # same transaction as the rows
         self.meta["vector_rows"] = last_rows
 

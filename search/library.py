@@ -234,7 +234,15 @@ class Library:
             index=self.snapshot.index_params,
             last_indexed_at=datetime.fromisoformat(last) if last else None,
             bytes_on_disk={"total": sum(sizes.values()), **sizes},
+            pending=self.pending(),
+            last_committed_at=_when(self.snapshot.meta.get("committed_at")),
         )
+
+    def pending(self) -> int:
+        """Indexed images of this snapshot that the index file does not hold yet (an interrupted run
+        commits batches but never writes the index; searches add them from the stored vectors)."""
+        covered = int(self.snapshot.meta.get("index_rows", 0)) if self.snapshot.meta.get("index_file") else 0
+        return int(np.count_nonzero(self.snapshot.live >= covered))
 
     def record(self, path: str | Path) -> ImageRecord | None:
         with self.engine.connect() as conn:
@@ -363,6 +371,10 @@ class Library:
         records = self.records(ids)
         found = [(records[int(fid)], float(score)) for fid, score in zip(ids, scores, strict=True) if int(fid) in records]
         return [Hit(rank=rank, score=score, record=rec) for rank, (rec, score) in enumerate(found, start=first_rank)]
+
+
+def _when(iso: str | None) -> datetime | None:
+    return datetime.fromisoformat(iso) if iso else None
 
 
 def _fit(mask: np.ndarray, length: int) -> np.ndarray:

@@ -94,6 +94,8 @@ class LibraryInfo:
     index: IndexParams | None
     last_indexed_at: datetime | None
     bytes_on_disk: dict[str, int] = field(default_factory=dict)
+    pending: int = 0  # indexed images the index file does not hold yet (searched exactly until a run finishes)
+    last_committed_at: datetime | None = None  # the last batch committed (an interrupted run commits, never finishes)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -105,4 +107,6 @@ class LibraryInfo:
             "index": self.index.to_json() if self.index else None,
             "last_indexed_at": self.last_indexed_at.isoformat() if self.last_indexed_at else None,
             "bytes_on_disk": self.bytes_on_disk,
+            "pending": self.pending,
+            "last_committed_at": self.last_committed_at.isoformat() if self.last_committed_at else None,
         }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,6 +43,7 @@ def index(
     as_json: JsonOpt = False,
 ) -> None:
     """Index images under PATHS: new and changed files are embedded, unchanged ones skipped, deleted ones removed."""
+    started = time.perf_counter()  # the summary counts the whole command: imports, lock, walk, model, index
     # Idle OpenMP threads yield the cores to the decoder threads instead of spinning between batches
     # (bench/ingest.py: end-to-end/model-only 0.875 -> 0.920). Only here: it slows one-off text queries.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -71,6 +73,7 @@ def index(
                 workers=workers,
                 flat_below=settings.flat_below or FLAT_BELOW,
             )
+    report.seconds = time.perf_counter() - started
     if as_json:
         emit_json(report.to_json())
         return
@@ -148,6 +151,7 @@ def similar(
 def info(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Facts about a library: images, skipped files, model, index, sizes on disk."""
     from search.library import Library
+    from ui.infotext import index_line, last_indexed_line
 
     with user_errors():
         library = Library.open(settings_for(home).home)
@@ -156,15 +160,14 @@ def info(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
         emit_json(facts)
         return
     index = facts["index"] or {}
-    params = ", ".join(f"{k}={v}" for k, v in index.items() if k not in ("kind", "dim") and v) or "-"
     lines = [
         ("library", facts["home"]),
         ("images", facts["images"]),
         ("skipped", facts["skipped"]),
         ("model", facts["model"] or "(none yet)"),
         ("dim", facts["dim"] or "-"),
-        ("index", f"{index.get('kind', 'none')} ({params})"),
-        ("last indexed", facts["last_indexed_at"] or "never"),
+        ("index", index_line(facts)),
+        ("last indexed", last_indexed_line(facts)),
         ("on disk", _human_bytes(facts["bytes_on_disk"].get("total", 0))),
     ]
     for key, value in lines:

@@ -2,3 +2,4 @@
 
 from __future__ import annotations
 from ui import cmd_tag  # noqa: F401
+from ui import cmd_dupes  # noqa: F401

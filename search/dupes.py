@@ -1,0 +1,241 @@
+"""Near-duplicates over a whole library: pairs above a cosine threshold, found with the library's FAISS
+index, then grouped into clusters (connected components), each with a suggested keeper.
+
+The rule:
+
+* Every stored vector is a query, in blocks of ``BLOCK``: a FAISS range search on the library's own
+  index (exact for the flat kind; for IVF-PQ ``NPROBE`` lists per vector, since near-duplicates sit in
+  the same or a neighbouring list, with the radius lowered by ``PQ_MARGIN`` to absorb the PQ error),
+  then every candidate pair is re-scored exactly from the stored vectors and kept when its cosine is at
+  least the threshold. No pair loop in Python: the work is FAISS's, plus vectorised numpy.
+* Clusters are the connected components of the kept pairs (``components``: min-label propagation with
+  pointer jumping, in numpy), biggest first. A burst of shots or a chain of edits ends up in one
+  cluster even when its two ends are below the threshold: that is what a user wants to review.
+* ``DEFAULT_THRESHOLD`` (0.92) was chosen on real transformations of real photos (JPEG re-encodes at
+  quality 30-90, half size, a 5 % crop, a 3° rotation) against unrelated photos; the measured precision
+  and recall of pairs are in docs/BENCHMARKS.md ("Duplicates") and held by ``tests/test_dupes.py``.
+* Keeper: the member with the most pixels, then the oldest (capture time, else modification time),
+  then the shortest path. Files with the same content hash as the keeper are byte-identical copies.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import faiss
+import numpy as np
+from numpy.typing import NDArray
+
+from search import ann
+from search.errors import QueryError
+from search.records import ImageRecord, IndexParams
+
+DEFAULT_THRESHOLD = 0.92
+NPROBE = 16
+PQ_MARGIN = 0.06
+FLAT_MARGIN = 0.005  # float32 search over float16-stored vectors
+BLOCK = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class Pairs:
+    """Unordered pairs of FAISS ids (``a < b``) with their exact cosine."""
+
+    a: NDArray[np.int64]
+    b: NDArray[np.int64]
+    score: NDArray[np.float32]
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    record: ImageRecord
+    score: float  # cosine to the keeper (1 for the keeper)
+    identical: bool  # same content hash as the keeper (byte-identical); False for the keeper itself
+
+    @property
+    def when(self) -> datetime:
+        return taken_or_modified(self.record)
+
+    def to_json(self) -> dict[str, Any]:
+        rec = self.record
+        return {
+            "path": rec.path,
+            "size": rec.size,
+            "width": rec.width,
+            "height": rec.height,
+            "date": self.when.isoformat(),
+            "date_source": "taken" if rec.taken_at else "modified",
+            "content_hash": rec.content_hash,
+            "score": round(self.score, 6),
+            "identical_to_keeper": self.identical,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    members: tuple[Member, ...]  # keeper first, then by score to the keeper
+
+    @property
+    def keeper(self) -> Member:
+        return self.members[0]
+
+    @property
+    def others(self) -> tuple[Member, ...]:
+        return self.members[1:]
+
+    @property
+    def all_identical(self) -> bool:
+        return all(m.identical for m in self.others)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "size": len(self.members),
+            "keeper": self.keeper.record.path,
+            "all_identical": self.all_identical,
+            "members": [m.to_json() for m in self.members],
+        }
+
+
+# --- input ---------------------------------------------------------------------------------------------
+
+
+def check_threshold(threshold: float) -> float:
+    if math.isnan(threshold) or not (-1.0 <= threshold <= 1.0):
+        raise QueryError(f"The duplicate threshold is a cosine similarity between -1 and 1; {threshold} is outside that range.")
+    return threshold
+
+
+# --- pairs -------------------------------------------------------------------------------------------------
+
+
+def _unit_rows(vectors: np.ndarray, ids: np.ndarray) -> NDArray[np.float32]:
+    rows = ann.gather(vectors, ids)
+    rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+    return rows
+
+
+def similar_pairs(
+    index: faiss.Index,
+    params: IndexParams,
+    vectors: np.ndarray,
+    live: np.ndarray,
+    allowed: np.ndarray,
+    threshold: float,
+    *,
+    nprobe: int = NPROBE,
+    block: int = BLOCK,
+) -> Pairs:
+    """Every pair of live rows whose exact cosine is >= ``threshold`` (as far as the index finds them:
+    all of them for a flat index). ``allowed`` masks out rows the index still holds but the catalog does not."""
+    check_threshold(threshold)
+    ivf = params.kind == "ivfpq"
+    radius = threshold - (PQ_MARGIN if ivf else FLAT_MARGIN)
+    search_params = faiss.SearchParametersIVF(nprobe=min(nprobe, params.nlist)) if ivf else None
+    out_a, out_b, out_s = [], [], []
+    live = np.sort(np.asarray(live, dtype=np.int64))
+    for start in range(0, len(live), block):
+        chunk = live[start : start + block]
+        queries = _unit_rows(vectors, chunk)
+        lims, _, found = index.range_search(queries, float(radius), params=search_params)
+        qpos = np.repeat(np.arange(len(chunk)), np.diff(lims.astype(np.int64)))
+        a, b = chunk[qpos], found.astype(np.int64)
+        ok = (b >= 0) & (b < len(allowed)) & (a != b)
+        ok[ok] &= allowed[b[ok]]
+        qpos, a, b = qpos[ok], a[ok], b[ok]
+        if not len(a):
+            continue
+        other = ann.gather(vectors, b)
+        scores = np.einsum("ij,ij->i", queries[qpos], other) / np.maximum(np.linalg.norm(other, axis=1), 1e-12)
+        keep = scores >= threshold
+        lo, hi = np.minimum(a, b)[keep], np.maximum(a, b)[keep]
+        out_a.append(lo)
+        out_b.append(hi)
+        out_s.append(scores[keep].astype(np.float32))
+    if not out_a:
+        empty = np.zeros(0, dtype=np.int64)
+        return Pairs(empty, empty, np.zeros(0, dtype=np.float32))
+    a, b, s = np.concatenate(out_a), np.concatenate(out_b), np.concatenate(out_s)
+    _, first = np.unique(np.stack([a, b], axis=1), axis=0, return_index=True)  # (a,b) found from both ends
+    return Pairs(a[first], b[first], s[first])
+
+
+# --- clusters ------------------------------------------------------------------------------------------
+
+
+def components(a: np.ndarray, b: np.ndarray) -> list[NDArray[np.int64]]:
+    """Connected components of the graph with edges (a[i], b[i]), as sorted id arrays, biggest first
+    (ties: smallest first id). Min-label propagation with pointer jumping: O(log n) numpy rounds."""
+    if len(a) == 0:
+        return []
+    nodes, inverse = np.unique(np.concatenate([a, b]), return_inverse=True)
+    ea, eb = inverse[: len(a)], inverse[len(a) :]
+    parent = np.arange(len(nodes))
+    while True:
+        pa, pb = parent[ea], parent[eb]
+        low = np.minimum(pa, pb)
+        np.minimum.at(parent, pa, low)
+        np.minimum.at(parent, pb, low)
+        while True:  # pointer jumping until every node points at a root
+            jumped = parent[parent]
+            if np.array_equal(jumped, parent):
+                break
+            parent = jumped
+        if np.array_equal(parent[ea], parent[eb]):
+            break
+    order = np.argsort(parent, kind="stable")
+    roots, starts = np.unique(parent[order], return_index=True)
+    groups = [nodes[np.sort(g)] for g in np.split(order, starts[1:])]
+    return sorted(groups, key=lambda g: (-len(g), int(g[0])))
+
+
+def taken_or_modified(rec: ImageRecord) -> datetime:
+    if rec.taken_at is not None:
+        return rec.taken_at
+    return datetime.fromtimestamp(rec.mtime_ns / 1e9, UTC).replace(tzinfo=None)
+
+
+def keeper_key(rec: ImageRecord) -> tuple[int, datetime, int, str]:
+    """Sort key: most pixels, then oldest, then shortest path, then path."""
+    return (-(rec.width or 0) * (rec.height or 0), taken_or_modified(rec), len(rec.path), rec.path)
+
+
+def make_cluster(records: Sequence[ImageRecord], vectors: np.ndarray) -> Cluster:
+    """Keeper first (``keeper_key``), the others by cosine to the keeper, best first."""
+    ordered = sorted(records, key=keeper_key)
+    keeper = ordered[0]
+    assert keeper.faiss_id is not None
+    rows = _unit_rows(vectors, np.array([r.faiss_id for r in ordered], dtype=np.int64))
+    scores = rows @ rows[0]
+    members = [Member(keeper, 1.0, False)] + [
+        Member(rec, float(score), bool(rec.content_hash) and rec.content_hash == keeper.content_hash)
+        for rec, score in zip(ordered[1:], scores[1:], strict=True)
+    ]
+    others = sorted(members[1:], key=lambda m: (-m.score, m.record.path))
+    return Cluster((members[0], *others))
+
+
+def find_clusters(library: Any, threshold: float = DEFAULT_THRESHOLD, *, nprobe: int = NPROBE) -> list[Cluster]:
+    """The near-duplicate clusters of an open ``Library``, biggest first."""
+    check_threshold(threshold)
+    if len(library) == 0:
+        return []
+    index = library.index  # loads the index (and the rows committed after it was written)
+    pairs = similar_pairs(index, library.index_params(), library.vectors, library.snapshot.live, library.allowed, threshold, nprobe=nprobe)
+    groups = components(pairs.a, pairs.b)
+    wanted = np.concatenate(groups) if groups else np.zeros(0, dtype=np.int64)
+    records: dict[int, ImageRecord] = {}
+    for start in range(0, len(wanted), 10_000):
+        records.update(library.records(wanted[start : start + 10_000]))
+    clusters = []
+    for group in groups:
+        found = [records[int(i)] for i in group if int(i) in records]
+        if len(found) >= 2:
+            clusters.append(make_cluster(found, library.vectors))
+    return sorted(clusters, key=lambda c: (-len(c.members), c.keeper.record.path))
