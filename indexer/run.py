@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from indexer import faults
+from indexer.backfill import backfill
 from indexer.dedupe import plan_embedding
 from indexer.embed import OUT_OF_MEMORY, ChunkLimit, embed_halving
 from indexer.load import Loaded, bounded_map, load_file
@@ -22,6 +23,7 @@ from indexer.writer import LibraryWriter, utcnow
 from search import ann, catalog
 from search.encoder import Encoder
 from search.images import is_image_candidate
+from search.exif import META_VERSION
 from search.records import ImageRecord, IndexParams, Status
 
 
@@ -50,6 +52,7 @@ class NoProgress:
 class IndexReport:
     indexed: int = 0  # embedded by the model in this run
     unchanged: int = 0
+    backfilled: int = 0  # unchanged rows whose newer metadata (camera) was read from the files
     reused: int = 0  # new or changed files whose content was already embedded (renames, duplicates)
     removed: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)  # [{path, reason}] in this run
@@ -62,6 +65,7 @@ class IndexReport:
         return {
             "indexed": self.indexed,
             "unchanged": self.unchanged,
+            "backfilled": self.backfilled,
             "reused": self.reused,
             "removed": self.removed,
             "skipped": self.skipped,
@@ -81,6 +85,11 @@ class LazyEncoder:
         self._encoder: Encoder | None = None
         self._failure: BaseException | None = None
         self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> Encoder | None:
+        """The model if this run has loaded it, else None (never loads it)."""
+        return self._encoder
 
     def get(self) -> Encoder:
         with self._lock:
@@ -151,6 +160,9 @@ def to_record(item: Loaded, status: Status) -> ImageRecord:
         taken_at=info.taken_at if info else None,
         reason=item.reason,
         indexed_at=utcnow(),
+        camera_make=info.camera_make if info else None,
+        camera_model=info.camera_model if info else None,
+        meta_version=META_VERSION,
     )
 
 
@@ -192,12 +204,16 @@ def index_paths(
             progress.advance(len(group))
     finally:
         progress.finish()
+    progress.stage("reading metadata a newer Viewfinder keeps (no re-embedding)")
+    report.backfilled = backfill(writer.session, writer.writing, root_paths, n_workers)
     if plan.removed:
         writer.remove(plan.removed)
         report.removed = len(plan.removed)
         faults.reached("removed")
     progress.stage("updating the index")
     try:
+        if lazy.loaded is not None:  # the model is at hand: where its text queries sit, for the recall self-check
+            writer.learn_modality(lazy.loaded.encode_text)
         report.index = writer.finish(flat_below=flat_below)
     finally:
         progress.stage(None)

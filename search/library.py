@@ -18,6 +18,7 @@ exactly instead, and the hint is logged.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -234,6 +235,7 @@ class Library:
             index=self.snapshot.index_params,
             last_indexed_at=datetime.fromisoformat(last) if last else None,
             bytes_on_disk={"total": sum(sizes.values()), **sizes},
+            index_check=self.snapshot.meta.get("index_check"),
             pending=self.pending(),
             last_committed_at=_when(self.snapshot.meta.get("committed_at")),
         )
@@ -334,7 +336,9 @@ class Library:
         return self.snapshot.index_params or ann.choose_index_params(0, self.dim or 0)
 
     def ensure_searchable(self) -> None:
-        if len(self) == 0:
+        """``QueryError`` when nothing is indexed, unless an indexer is at work on its first batch (then
+        the query is answered with no results and a notice: ``search.querying``)."""
+        if len(self) == 0 and not writer_running(self.home):
             raise QueryError(f"The library in {self.home} has no indexed images yet: run `viewfinder index FOLDER --home {self.home}`.")
 
     # --- search ---------------------------------------------------------------------------------------
@@ -375,6 +379,35 @@ class Library:
 
 def _when(iso: str | None) -> datetime | None:
     return datetime.fromisoformat(iso) if iso else None
+
+
+def writer_running(home: Path) -> bool:
+    """Whether a process holds the library's writer lock (``indexer.writer.acquire_lock``: a ``flock``).
+    Read from /proc/locks without touching the lock (a probe could make a starting indexer fail); where
+    that file does not exist, whether the pid the holder wrote in the lock file is alive."""
+    lock = home / "lock"
+    try:
+        ino = lock.stat().st_ino
+        table = Path("/proc/locks").read_text()
+    except FileNotFoundError:
+        return _pid_alive(lock) if lock.exists() else False
+    except OSError:
+        return False
+    return any(
+        len(fields) >= 6 and fields[1] == "FLOCK" and fields[5].rsplit(":", 1)[-1] == str(ino)
+        for fields in (line.split() for line in table.splitlines())
+    )
+
+
+def _pid_alive(lock: Path) -> bool:
+    try:
+        pid = int(lock.read_text().strip() or 0)
+        if pid > 0:
+            os.kill(pid, 0)
+            return True
+    except (OSError, ValueError):
+        pass
+    return False
 
 
 def _fit(mask: np.ndarray, length: int) -> np.ndarray:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
-import numpy as np
-from numpy.typing import NDArray
+if TYPE_CHECKING:  # numpy only for the type: the CLI's client path imports these records without numpy
+    import numpy as np
+    from numpy.typing import NDArray
 
-Vectors: TypeAlias = NDArray[np.float32]  # (n, dim), rows L2-normalised
+Vectors: TypeAlias = "NDArray[np.float32]"  # (n, dim), rows L2-normalised
 
 
 class Status(StrEnum):
@@ -46,21 +47,44 @@ class ImageRecord:
             out[key] = value.isoformat() if value is not None else None
         return out
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ImageRecord:
+        """The inverse of ``to_json`` (keys it does not know are ignored)."""
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["status"] = Status(known["status"])
+        for key in ("taken_at", "indexed_at"):
+            if known.get(key):
+                known[key] = datetime.fromisoformat(known[key])
+        return cls(**known)
+
 
 @dataclass(frozen=True, slots=True)
 class Hit:
     rank: int  # 1-based
     score: float  # cosine similarity, exact (re-ranked from the stored vectors)
     record: ImageRecord
+    group: tuple[Hit, ...] = ()  # near-duplicates collapsed into this hit (search.ranking), best first
 
     @property
     def path(self) -> str:
         return self.record.path
 
     def to_json(self) -> dict[str, Any]:
-        return {"rank": self.rank, "path": self.record.path, "score": round(self.score, 6), **{
+        out = {"rank": self.rank, "path": self.record.path, "score": round(self.score, 6), **{
             k: v for k, v in self.record.to_json().items() if k != "path"
         }}
+        if self.group:
+            out["group"] = [{"path": h.path, "score": round(h.score, 6)} for h in self.group]
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Hit:
+        """The inverse of ``to_json`` (the score as rounded there)."""
+        group = tuple(
+            cls(rank=0, score=float(g["score"]), record=ImageRecord(path=g["path"], size=0, mtime_ns=0, status=Status.INDEXED))
+            for g in data.get("group") or ()
+        )
+        return cls(rank=int(data["rank"]), score=float(data["score"]), record=ImageRecord.from_json(data), group=group)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +99,7 @@ class IndexParams:
     nprobe: int = 0
     rerank: int = 0  # candidates fetched from the index and re-scored exactly, at least
     trained_on: int = 0  # collection size the index was chosen/trained for
+    tuned: bool = False  # the recall self-check changed the rule's choice (search.ann docstring)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,6 +119,7 @@ class LibraryInfo:
     index: IndexParams | None
     last_indexed_at: datetime | None
     bytes_on_disk: dict[str, int] = field(default_factory=dict)
+    index_check: dict[str, Any] | None = None  # the last recall self-check (search.recall.RecallCheck.to_json)
     pending: int = 0  # indexed images the index file does not hold yet (searched exactly until a run finishes)
     last_committed_at: datetime | None = None  # the last batch committed (an interrupted run commits, never finishes)
 
@@ -107,6 +133,7 @@ class LibraryInfo:
             "index": self.index.to_json() if self.index else None,
             "last_indexed_at": self.last_indexed_at.isoformat() if self.last_indexed_at else None,
             "bytes_on_disk": self.bytes_on_disk,
+            "index_check": self.index_check,
             "pending": self.pending,
             "last_committed_at": self.last_committed_at.isoformat() if self.last_committed_at else None,
         }

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
 
+from search import ann
 from search.encoder import Encoder
 from search.errors import ImageDecodeError, QueryError
-from search.images import decode_image
+from search.images import decode_image, read_image_info
+from search import querying
 from search.library import Library
+from search.query import Query
+from search.query import Results
+from search.texts import TextEncoder
 from search.records import Hit, Vectors
 
 ImageQuery = str | os.PathLike[str] | bytes | BinaryIO | Image.Image
@@ -27,6 +33,7 @@ class Searcher:
         self.library = library
         self._encoder = encoder if isinstance(encoder, Encoder) else None
         self._factory = None if isinstance(encoder, Encoder) else encoder
+        self._texts: TextEncoder | None = None
 
     @property
     def encoder(self) -> Encoder:
@@ -34,6 +41,23 @@ class Searcher:
             assert self._factory is not None
             self._encoder = self._factory()
         return self._encoder
+
+    @property
+    def texts(self) -> TextEncoder:
+        """Text terms -> vectors (prompt ensembles, long-text windows, a cache); loads the model on first use."""
+        if self._texts is None:
+            encoder = self.encoder
+            tokenizer = encoder.tokenizer
+
+            def count_tokens(texts: list[str]) -> list[int]:
+                return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+            self._texts = TextEncoder(encode=encoder.encode_text, count_tokens=count_tokens, limit=encoder.max_text_tokens)
+        return self._texts
+
+    def run(self, query: Query) -> Results:
+        """A whole query: terms, filter, cutoff, grouping, sort and page (``search.querying``)."""
+        return querying.run(self, query)
 
     def search(self, text: str, k: int = 20, allowed: np.ndarray | None = None) -> list[Hit]:
         """Images matching a text, best first."""
@@ -44,9 +68,19 @@ class Searcher:
 
     def similar(self, image: ImageQuery, k: int = 20, allowed: np.ndarray | None = None) -> list[Hit]:
         """Images like the given one: a path (an indexed file uses its stored vector), bytes, a file object
-        or a PIL image. The image itself, when indexed, comes first with a score of about 1."""
+        or a PIL image. The image itself, when indexed, comes first with a score of about 1, whatever the
+        index returns and however many byte-identical copies it has (``self_first``)."""
         self.library.ensure_searchable()
-        return self.library.search_vector(self.image_vector(image), k, allowed)
+        own = self.indexed_id(image)
+        query = self.image_vector(image)
+        return self_first(self.library, self.library.search_vector(query, k, allowed), own, query, k, allowed)
+
+    def indexed_id(self, image: ImageQuery) -> int | None:
+        """The FAISS id of an image given by the path of an indexed file; None for anything else."""
+        if not isinstance(image, (str, os.PathLike)):
+            return None
+        rec = self.library.record(Path(os.path.abspath(os.path.expanduser(image))))
+        return None if rec is None else rec.faiss_id
 
     def image_vector(self, image: ImageQuery) -> Vectors:
         if isinstance(image, (str, os.PathLike)):
@@ -57,8 +91,29 @@ class Searcher:
             if not path.is_file():
                 raise QueryError(f"{path} is not a file.")
             image = path
+        if isinstance(image, (os.PathLike, bytes)):  # not an image: say so before loading the model
+            try:
+                read_image_info(image)
+            except ImageDecodeError as err:
+                raise QueryError(f"The query image cannot be used: {err.reason}.") from err
         try:
             decoded, _ = decode_image(image, min_side=self.encoder.preprocess.min_side)
         except ImageDecodeError as err:
             raise QueryError(f"The query image cannot be used: {err.reason}.") from err
         return self.encoder.encode_images([decoded])[0]
+
+
+def self_first(library: Library, hits: list[Hit], own: int | None, query: Vectors, k: int, allowed: np.ndarray | None = None) -> list[Hit]:
+    """``hits`` with the query image ``own`` first: moved ahead of equal scores (its duplicates), or scored
+    exactly and put in when the index did not return it; left out only where the snapshot or ``allowed``
+    leaves it out."""
+    if own is None:
+        return hits
+    mine = [h for h in hits if h.record.faiss_id == own]
+    in_view = own < len(library.allowed) and library.allowed[own] and (allowed is None or (own < len(allowed) and allowed[own]))
+    if not mine and in_view:
+        ids, scores = ann.rerank(query, np.array([own], dtype=np.int64), library.vectors, library.allowed, 1)
+        records = library.records(ids)
+        mine = [Hit(rank=1, score=float(score), record=records[int(fid)]) for fid, score in zip(ids, scores, strict=True) if int(fid) in records]
+    rest = [h for h in hits if h.record.faiss_id != own]
+    return [replace(h, rank=rank) for rank, h in enumerate([*mine, *rest][:k], start=1)]

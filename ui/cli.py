@@ -34,12 +34,12 @@ from ui.clikit import (
 
 @app.command()
 def index(
-    paths: Annotated[list[Path], typer.Argument(help="Folders (walked recursively) or image files.", show_default=False)],
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH...", help="Folders (walked recursively) or image files.", show_default=False)],
     home: HomeOpt = None,
     model: ModelOpt = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Images per model call [default: 32 on CPU, 256 on CUDA].")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Decoding threads [default: CPU count, at most 8].")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", metavar="N", min=1, help="Images per model call (default: 32 on CPU, 256 on CUDA).")] = None,
+    device: DeviceOpt = "auto",
+    workers: Annotated[int | None, typer.Option("--workers", metavar="N", min=1, help="Decoding threads (default: CPU count, at most 8).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Index images under PATHS: new and changed files are embedded, unchanged ones skipped, deleted ones removed."""
@@ -88,74 +88,20 @@ def index(
     )
 
 
-# --- search / similar -----------------------------------------------------------------------------------
-
-
-def _print_hits(hits: list[Any], as_json: bool) -> None:
-    if as_json:
-        emit_json([hit.to_json() for hit in hits])
-        return
-    if not hits:
-        typer.echo("No results.")
-    for hit in hits:
-        typer.echo(f"{hit.rank:>3}  {hit.score:.4f}  {hit.path}")
-
-
-def _searcher(settings: Settings) -> Any:
-    from search.encoder import Encoder, resolve_model_id
-    from search.library import Library
-    from search.searcher import Searcher
-
-    requested = resolve_model_id(settings.model) if settings.model else None
-    library = Library.open(settings.home, model=requested)
-    model_id = library.model or requested or DEFAULT_MODEL
-    return Searcher(library, lambda: Encoder.load(model_id, settings.device))
-
-
-@app.command()
-def search(
-    text: Annotated[str, typer.Argument(help="What to look for, in words.", show_default=False)],
-    home: HomeOpt = None,
-    model: ModelOpt = None,
-    k: KOpt = 20,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    as_json: JsonOpt = False,
-) -> None:
-    """Find the images that best match TEXT, best first."""
-    with user_errors():
-        hits = _searcher(settings_for(home, model, device)).search(text, k=k)
-    _print_hits(hits, as_json)
-
-
-@app.command()
-def similar(
-    image: Annotated[Path, typer.Argument(help="An image file (indexed or not).", show_default=False)],
-    home: HomeOpt = None,
-    model: ModelOpt = None,
-    k: KOpt = 20,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    as_json: JsonOpt = False,
-) -> None:
-    """Find the images most like IMAGE, best first (the image itself first, if it is indexed)."""
-    with user_errors():
-        if not image.is_file():
-            raise_usage(f"No such image file: {image}")
-        hits = _searcher(settings_for(home, model, device)).similar(image, k=k)
-    _print_hits(hits, as_json)
-
-
 # --- info ---------------------------------------------------------------------------------------------
 
 
 @app.command()
 def info(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Facts about a library: images, skipped files, model, index, sizes on disk."""
+    from search.gpu import faiss_gpus
     from search.library import Library
     from ui.infotext import index_line, last_indexed_line
 
     with user_errors():
         library = Library.open(settings_for(home).home)
         facts = library.info().to_json()
+        facts["faiss_gpus"] = faiss_gpus()  # 0 unless the installed faiss is the GPU build and sees one
     if as_json:
         emit_json(facts)
         return
@@ -167,11 +113,25 @@ def info(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
         ("model", facts["model"] or "(none yet)"),
         ("dim", facts["dim"] or "-"),
         ("index", index_line(facts)),
+        ("recall@10", _recall_line(facts.get("index_check"), index.get("kind"))),
         ("last indexed", last_indexed_line(facts)),
         ("on disk", _human_bytes(facts["bytes_on_disk"].get("total", 0))),
     ]
     for key, value in lines:
         typer.echo(f"{key:>13}: {value}")
+
+
+def _recall_line(check: dict[str, Any] | None, kind: str | None) -> str:
+    """The last recall self-check in one line (search.recall); an exact index needs none."""
+    if check is None:
+        return "exact (flat index)" if kind == "flat" else "not measured (run `viewfinder doctor --repair`)"
+    what = "image-like and text-like" if check["text_queries"] else "image-like"
+    after, before = check["after"], check["before"]
+    chose = "exact index" if after["kind"] == "flat" else f"m={after['m']}, nprobe={after['nprobe']}, rerank={after['rerank']}"
+    return (
+        f"{check['recall_at_10']:.3f} measured on {check['queries']} {what} queries (target {check['target']}; "
+        f"the size rule alone gave {check['recall_before']:.3f}; chose {chose})"
+    )
 
 
 def _human_bytes(n: float) -> str:
@@ -227,9 +187,9 @@ def doctor(
 @app.command()
 def ui(
     home: HomeOpt = None,
-    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to serve the page on.")] = 8501,
+    port: Annotated[int, typer.Option("--port", metavar="PORT", min=1, max=65535, help="Port to serve the page on.")] = 8501,
     host: Annotated[
-        str, typer.Option("--host", help="Address to bind: 127.0.0.1 is this machine only; 0.0.0.0 opens it to the network.")
+        str, typer.Option("--host", metavar="ADDRESS", help="Address to bind: 127.0.0.1 is this machine only; 0.0.0.0 opens it to the network.")
     ] = "127.0.0.1",
 ) -> None:
     """Serve the web UI on a library: search by text, drop in an image, or ask for more like a result."""
