@@ -18,23 +18,27 @@ from rich.text import Text
 
 
 class RateColumn(ProgressColumn):
+    def __init__(self, unit: str = "img") -> None:
+        super().__init__()
+        self.unit = unit
+
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
-        return Text(f"{speed:,.1f} img/s" if speed else "- img/s", style="progress.data.speed")
+        return Text(f"{speed:,.1f} {self.unit}/s" if speed else f"- {self.unit}/s", style="progress.data.speed")
 
 
 class RichProgress:
     """Implements ``indexer.run.Progress``."""
 
-    def __init__(self, enabled: bool, console: Console | None = None) -> None:
+    def __init__(self, enabled: bool, console: Console | None = None, *, label: str = "indexing", unit: str = "img") -> None:
         self.enabled = enabled
         self._console = console or Console(stderr=True)
         self._status: Status | None = None
         self._progress = Progress(
-            TextColumn("[bold]indexing"),
+            TextColumn(f"[bold]{label}"),
             BarColumn(),
             MofNCompleteColumn(),
-            RateColumn(),
+            RateColumn(unit),
             TextColumn("elapsed"),
             TimeElapsedColumn(),
             TextColumn("eta"),
