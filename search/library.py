@@ -8,7 +8,11 @@ Layout of ``home``::
     lock                  held by the one indexer allowed to write
 
 Opening reads one consistent snapshot of the catalog (the rows committed so far), so a search that
-runs while an indexer is writing sees the last committed state, never half a batch.
+runs while an indexer is writing sees the last committed state, never half a batch. A library stays on
+its snapshot until ``refresh()`` (the web page keeps one open); the reads that go back to the catalog
+answer as of that snapshot: a file re-indexed since keeps the FAISS id the snapshot knew it by
+(``records``), and a path whose row has moved past the snapshot refreshes it first (``record``), so its
+vector and its record agree.
 
 A damaged library raises ``LibraryCorrupt`` (naming ``viewfinder doctor --repair``), never a raw SQLite
 or NumPy error. A missing or unreadable index file is not fatal: the search scans the stored vectors
@@ -22,7 +26,7 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -48,6 +52,7 @@ class Snapshot:
 
     meta: dict[str, Any]
     live: np.ndarray  # sorted FAISS ids of committed, indexed rows
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint32))  # catalog row id of each live id
 
     @property
     def model(self) -> str | None:
@@ -157,8 +162,8 @@ def read_snapshot(engine: Engine) -> Snapshot:
         if dbapi is not None and not dbapi.in_transaction:
             dbapi.execute("BEGIN")  # committed (a no-op for a read) when the session's transaction ends
         meta = catalog.read_meta(session)
-        live = np.sort(catalog.live_ids(session))
-    return Snapshot(meta=meta, live=live)
+        live, rows = catalog.live_ids_and_rows(session)
+    return Snapshot(meta=meta, live=live, rows=rows)
 
 
 def check_model(snapshot: Snapshot, model: str | None, home: Path) -> None:
@@ -247,12 +252,31 @@ class Library:
         return int(np.count_nonzero(self.snapshot.live >= covered))
 
     def record(self, path: str | Path) -> ImageRecord | None:
+        """The catalog row of ``path``. When it was re-indexed after this snapshot (its FAISS id is not
+        in it yet), the snapshot is refreshed first, so the record's vector is there to read."""
         with self.engine.connect() as conn:
-            return catalog.record_by_path(conn, str(path))
+            rec = catalog.record_by_path(conn, str(path))
+        if rec is not None and rec.faiss_id is not None and not self.visible(rec.faiss_id):
+            self.refresh()  # read after the record: the new snapshot holds its row
+        return rec
+
+    def visible(self, faiss_id: int) -> bool:
+        """Whether ``faiss_id`` is an indexed row of this snapshot."""
+        return 0 <= faiss_id < len(self.allowed) and bool(self.allowed[faiss_id])
 
     def records(self, faiss_ids: np.ndarray) -> dict[int, ImageRecord]:
+        """The records of FAISS ids of this snapshot, keyed by those ids. A file re-indexed since the snapshot
+        is found by its row id and returned with the id the snapshot knows it by (its current size, time and
+        hash); only a file removed from the library since is left out."""
+        ids = [int(i) for i in np.asarray(faiss_ids).reshape(-1)]
         with self.engine.connect() as conn:  # pooled; the read ends with the block (no pinned WAL snapshot)
-            return catalog.records_by_faiss_id(conn, faiss_ids.tolist())
+            found = catalog.records_by_faiss_id(conn, ids)
+            moved = [i for i in ids if i not in found and self.visible(i)]
+            if moved:
+                rows = self.snapshot.rows[np.searchsorted(self.snapshot.live, moved)]
+                now = catalog.records_by_row_id(conn, rows.tolist())
+                found.update((i, replace(now[int(r)], faiss_id=i)) for i, r in zip(moved, rows, strict=True) if int(r) in now)
+        return found
 
     # --- vectors and index ----------------------------------------------------------------------------
 
