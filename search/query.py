@@ -28,7 +28,7 @@ SORTS = ("relevance", "newest", "oldest", "modified")
 Sort = Literal["relevance", "newest", "oldest", "modified"]
 CutoffMode = Literal["none", "auto", "score"]
 
-_WEIGHT = re.compile(r"^([+\-]?[0-9.][^:/\\\s]*):(.+)$", re.DOTALL)  # '0.5:boats', '2:sunset.jpg', '-1:x'
+_WEIGHT = re.compile(r"^([+\-]?[0-9.][^:/\\\s]*):(.*)$", re.DOTALL)  # '0.5:boats', '2:sunset.jpg', '-1:x'
 
 
 @dataclass(frozen=True, slots=True)
