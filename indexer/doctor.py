@@ -30,6 +30,7 @@ import numpy as np
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
+from indexer.forget import gone_rows
 from indexer.writer import LibraryWriter, acquire_lock, release_lock
 from search import ann, catalog
 from search.errors import LibraryCorrupt, SchemaTooNew
@@ -167,6 +168,23 @@ def index_findings(meta: dict[str, Any], live: np.ndarray, index: IndexState) ->
     return out
 
 
+def gone_findings(home: Path, gone: list[str], held: int, shown: int = 3) -> list[Finding]:
+    """Catalog rows whose files are no longer on disk: searches still return them. ``--repair`` leaves them
+    alone (an unmounted disk looks the same as deleted files); ``viewfinder forget --missing`` removes them."""
+    if not gone:
+        return []
+    examples = ", ".join(gone[:shown]) + (f" and {len(gone) - shown} more" if len(gone) > shown else "")
+    return [
+        Finding(
+            "files-gone",
+            Severity.NOTE,
+            f"{len(gone)} of the {held} files the library holds are no longer on disk ({examples}); searches still return them. "
+            f"If they were deleted, run `viewfinder forget --missing --home {home}`; if their disk is unmounted, mount it.",
+            None,
+        )
+    ]
+
+
 def stray_findings(names: list[str], keep: set[str]) -> list[Finding]:
     """Temp files, and vectors/index files the catalog does not name: leftovers of a killed run."""
     strays = sorted(n for n in names if n.endswith(".tmp") or (n.startswith(("vectors-", "index-")) and n not in keep))
@@ -176,6 +194,18 @@ def stray_findings(names: list[str], keep: set[str]) -> list[Finding]:
 
 
 # --- reading ---------------------------------------------------------------------------------------------
+
+
+def files_gone(home: Path) -> tuple[list[str], int]:
+    """(catalog paths whose files are gone, files the catalog holds)."""
+    engine = catalog.connect(catalog_path(home))
+    try:
+        with Session(engine) as session:
+            gone = gone_rows(session)
+            held = sum(catalog.counts(session).values())
+    finally:
+        engine.dispose()
+    return gone, held
 
 
 def index_ids(index: faiss.Index) -> np.ndarray:
@@ -252,6 +282,8 @@ def examine(home: Path) -> Checkup:
     findings += index_findings(meta, live, index)
     names = [p.name for p in home.iterdir() if p.is_file()]
     findings += stray_findings(names, {n for n in (meta.get("vectors_file"), meta.get("index_file")) if n})
+    gone, held = files_gone(home)
+    findings += gone_findings(home, gone, held)
     facts = {
         "model": snapshot.model,
         "dim": snapshot.dim,
@@ -261,6 +293,7 @@ def examine(home: Path) -> Checkup:
         "index_file": index.name,
         "index_vectors": len(index.ids) if index.error is None and index.exists else None,
         "index_rows": int(meta.get("index_rows", 0)),
+        "files_gone": len(gone),
     }
     return Checkup(home=str(home), findings=tuple(findings), facts=facts)
 

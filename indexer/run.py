@@ -55,6 +55,7 @@ class IndexReport:
     backfilled: int = 0  # unchanged rows whose newer metadata (camera) was read from the files
     reused: int = 0  # new or changed files whose content was already embedded (renames, duplicates)
     removed: int = 0
+    gone: list[dict[str, Any]] = field(default_factory=list)  # [{path, removed}]: roots given that no longer exist
     skipped: list[dict[str, str]] = field(default_factory=list)  # [{path, reason}] in this run
     unreadable_folders: list[dict[str, str]] = field(default_factory=list)
     images: int = 0  # indexed images in the library after the run
@@ -68,6 +69,7 @@ class IndexReport:
             "backfilled": self.backfilled,
             "reused": self.reused,
             "removed": self.removed,
+            "gone": self.gone,
             "skipped": self.skipped,
             "unreadable_folders": self.unreadable_folders,
             "images": self.images,
@@ -184,13 +186,15 @@ def index_paths(
     found = walk(roots, is_candidate=faults.watched("walk", is_image_candidate))
     files, bad_names = split_bad_names(found.files)
     root_paths = [os.path.abspath(os.path.expanduser(r)) for r in roots]
+    gone = [r for r in root_paths if not os.path.lexists(r)]  # given but deleted: what was indexed there goes
     with writer.session() as session:
         states = catalog.file_states(session, root_paths)
         known = catalog.known_hashes(session)
-    plan = make_plan(files, states, root_paths, found.unreadable_dirs)
+    plan = make_plan(files, states, root_paths, [p for p in found.unreadable_dirs if p not in gone])
+    report.gone = [{"path": g, "removed": sum(catalog.is_under(p, g) for p in plan.removed)} for g in gone]
     report.unchanged = plan.unchanged
     report.skipped.extend({"path": printable(p), "reason": BAD_NAME} for p in bad_names)
-    report.unreadable_folders = [{"path": printable(p), "reason": r} for p, r in found.unreadable]
+    report.unreadable_folders = [{"path": printable(p), "reason": r} for p, r in found.unreadable if p not in gone]
 
     lazy = LazyEncoder(encoder_factory, on_load=lambda enc: writer.bind(model_id, enc.dim))
     load = lambda f: load_file(f, known, lambda: lazy.get().preprocess, lambda: lazy.get().preprocess.min_side)  # noqa: E731

@@ -48,5 +48,9 @@ class QueryError(ViewfinderError):
     """A query cannot be run (empty text, nothing indexed, unknown image path...)."""
 
 
+class ForgetError(ViewfinderError):
+    """``forget`` was given a path that still exists or that the library does not hold (nothing is removed)."""
+
+
 class EvalInputError(ViewfinderError):
     """An evaluation input (captions file, images folder, class tree) cannot be used."""

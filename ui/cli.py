@@ -47,19 +47,25 @@ def index(
     # Idle OpenMP threads yield the cores to the decoder threads instead of spinning between batches
     # (bench/ingest.py: end-to-end/model-only 0.875 -> 0.920). Only here: it slows one-off text queries.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from indexer.forget import absolute, rows_under
     from indexer.progress import RichProgress
     from indexer.run import index_paths
     from indexer.writer import LibraryWriter
     from search.ann import FLAT_BELOW
     from search.encoder import Encoder, default_batch_size, pick_device, resolve_model_id
+    from search.library import catalog_path
 
     settings = settings_for(home, model, device)
     with user_errors():
-        missing = [str(p) for p in paths if not p.exists()]
-        if missing:
+        missing = [str(p) for p in paths if not os.path.lexists(p)]  # refused, unless the library holds them
+        if missing and not catalog_path(Path(settings.home).expanduser()).is_file():
             raise_usage(f"No such file or folder: {', '.join(missing)}")
         dev = pick_device(settings.device)
         with LibraryWriter.open(settings.home) as writer:
+            with writer.session() as session:  # a path indexed before and deleted since: its rows are removed
+                unknown = [p for p, rows in rows_under(session, [absolute(p) for p in missing]).items() if not rows]
+            if unknown:
+                raise_usage(f"No such file or folder: {', '.join(unknown)}")
             model_id = resolve_model_id(settings.model) if settings.model else (writer.model or DEFAULT_MODEL)
             writer.check_model(model_id)
             progress = RichProgress(enabled=not as_json and sys.stderr.isatty())
@@ -81,6 +87,8 @@ def index(
         typer.echo(f"skipped {item['path']}: {item['reason']}", err=True)
     for item in report.unreadable_folders:
         typer.echo(f"could not read {item['path']}: {item['reason']} (its indexed files are kept)", err=True)
+    for item in report.gone:
+        typer.echo(f"{item['path']} no longer exists: its {item['removed']} files were removed from the library", err=True)
     kind = report.index.kind if report.index else "none"
     typer.echo(
         f"Indexed {report.indexed}, reused {report.reused}, unchanged {report.unchanged}, removed {report.removed}, "

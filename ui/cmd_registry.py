@@ -6,3 +6,4 @@ from ui import cmd_serve  # noqa: F401
 from ui import cmd_search  # noqa: F401
 from ui import cmd_dupes  # noqa: F401
 from ui import cmd_eval  # noqa: F401
+from ui import cmd_forget  # noqa: F401
