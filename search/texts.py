@@ -53,7 +53,8 @@ class TextEncoder:
         notices: list[str] = []
         out: list[Vectors | None] = [self._cache.get((t, raw)) for t in texts]
         todo = [i for i, v in enumerate(out) if v is None]
-        long_texts = {i for i, n in zip(todo, self.count_tokens([texts[i] for i in todo]), strict=True) if n + SPECIAL_TOKENS > self.limit}
+        counts = self.count_tokens([texts[i] for i in todo]) if todo else []
+        long_texts = {i for i, n in zip(todo, counts, strict=True) if n + SPECIAL_TOKENS > self.limit}
         for i in sorted(long_texts):
             windows = self.windows(texts[i])
             vec = self.encode(windows).mean(axis=0)

@@ -26,11 +26,11 @@ from typer.testing import CliRunner
 from search.errors import QueryError
 from search.filters import Filter, allowed_mask, facets, folder_counts
 from search.library import Library
-from search.searcher import Searcher
 from search.thumbs import GRID_SIDE, THUMB_DIR, Thumbnails
 from ui.cli import app as cli_app
 from ui.launch import streamlit_command
-from ui.session import SimilarQuery, query_vector
+from search.query import Query, Term
+from ui.session import check_indexed
 
 try:  # works whether or not tests/ is a package
     from tests.tiny_model import build_tiny_clip
@@ -100,10 +100,16 @@ def library(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> tuple
     return root / "home", pictures
 
 
-def start(home: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+def start(home: Path, monkeypatch: pytest.MonkeyPatch, *, plain: bool = True) -> AppTest:
+    """The page on ``home``. ``plain``: no relevance cutoff and no grouping (the page's defaults are auto
+    and on), so that counts do not depend on what random weights happen to score."""
     monkeypatch.setattr(sys, "argv", ["app.py", "--home", str(home)])
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
     assert not at.exception, [e.value for e in at.exception]
+    if plain and at.sidebar.selectbox:
+        at.selectbox(key="cutoff").select("none")
+        at.checkbox(key="group").uncheck()
+        at.run()
     return at
 
 
@@ -120,6 +126,11 @@ def search(at: AppTest, text: str = "a photo") -> AppTest:
     at.text_input(key="text").input(text).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+def heading(at: AppTest) -> str:
+    """The results' heading as shown (without the Markdown escapes of file names)."""
+    return at.subheader[0].value.replace("\\", "")
 
 
 def messages(at: AppTest) -> str:
@@ -150,7 +161,7 @@ def test_text_query_shows_a_grid_of_thumbnails_best_first(
     assert len(captions) == 23  # all of them: 24 a page
     scores = [float(c.split(" · ")[0]) for c in captions]
     assert scores == sorted(scores, reverse=True)
-    assert at.subheader[0].value.startswith("Results for")
+    assert at.subheader[0].value.startswith("Results for “a cat on a sofa”")
     assert "pictures/noise/a" in [c.value for c in at.main.caption]  # each result's folder
     thumbs = list((home / THUMB_DIR).rglob(f"*-{GRID_SIDE}.jpg"))
     assert len(thumbs) == 23  # made once, kept in the library
@@ -171,15 +182,41 @@ def test_page_size_and_load_more(library: tuple[Path, Path], monkeypatch: pytest
     assert not [b for b in at.button if b.key == "load-more"]  # nothing more to load
 
 
-def test_more_like_this_finds_that_image_first(library: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_only_this_finds_that_image_first(library: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     home, _ = library
     at = search(start(home, monkeypatch))
     picked = names(at)[4]
-    at.button(key="similar-5").click().run()
+    at.button(key="only-5").click().run()
     assert names(at)[0] == picked
     assert float(grid(at)[0].split(" · ")[0]) > 0.99
-    assert at.subheader[0].value.startswith("Images like")
+    assert heading(at) == f"Results for {picked}"
     assert at.text_input(key="text").value == ""
+
+
+def test_more_like_this_adds_the_image_to_the_query_and_terms_take_weights(
+    library: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home, _ = library
+    at = search(start(home, monkeypatch), "a cat")
+    picked = names(at)[2]
+    at.button(key="similar-3").click().run()
+    assert heading(at) == f"Results for “a cat” + {picked}"
+    at.text_input(key="add_text").input("a dog").run()
+    assert heading(at) == f"Results for “a cat” + {picked} + “a dog”"
+    dog = next(t for t in at.toggle if t.key.startswith("not-") and t.key.endswith(_key("text", "a dog")))
+    dog.set_value(True).run()
+    weight = next(s for s in at.slider if s.key.endswith(_key("text", "a dog")))
+    weight.set_value(0.5).run()
+    assert heading(at) == f"Results for “a cat” + {picked} − “a dog” (0.5)"
+    assert len(grid(at)) == 23 and not at.exception
+    at.button(key=f"remove-{_key('image', str(next(p for p in (home.parent / 'pictures').rglob(picked))))}").click().run()
+    assert heading(at) == "Results for “a cat” − “a dog” (0.5)"
+
+
+def _key(kind: str, value: str) -> str:
+    from ui.session import term_key
+
+    return term_key(Term(kind, value))  # type: ignore[arg-type]
 
 
 def test_open_shows_the_result_larger_with_metadata_and_full_path(
@@ -207,7 +244,7 @@ def test_upload_of_an_indexed_image_finds_it_first(library: tuple[Path, Path], m
     assert not at.exception and not at.error
     assert names(at)[0] == "chelsea.png" and float(grid(at)[0].split(" · ")[0]) > 0.99
     assert len(grid(at)) == 23
-    assert "uploaded chelsea" in at.subheader[0].value
+    assert heading(at) == "Results for chelsea.png"
 
 
 def huge_png(width: int = 30_000, height: int = 30_000) -> bytes:
@@ -317,7 +354,8 @@ def test_thumbnails_only_for_indexed_files(library: tuple[Path, Path], tmp_path:
         with pytest.raises(QueryError, match="not an indexed image"):
             thumbs.get(str(path))
     with pytest.raises(QueryError, match="no longer in the library"):  # "more like this" never reads a file
-        query_vector(Searcher(lib, lambda: pytest.fail("no model needed")), SimilarQuery(str(outside)))
+        check_indexed(lib, Query(terms=(Term("image", str(outside)),)))
+    check_indexed(lib, Query(terms=(Term("image", str(pictures / "photos" / "coffee.png")),)))
     data = thumbs.get(str(pictures / "photos" / "coffee.png"), 64)
     with Image.open(io.BytesIO(data)) as im:
         assert max(im.size) == 64
@@ -354,3 +392,51 @@ def test_ui_command_refuses_a_missing_library_and_builds_the_streamlit_command(t
     for flag, value in (("--server.port", "8600"), ("--server.address", "127.0.0.1"), ("--server.headless", "true")):
         assert command[command.index(flag) + 1] == value
     assert command[-3:] == ["--", "--home", str(tmp_path.resolve())]
+
+
+# --- query power in the page --------------------------------------------------------------------------
+
+
+def test_cutoff_count_and_show_them(library: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    home, _ = library
+    at = search(start(home, monkeypatch), "a cat")
+    scores = sorted(float(c.split(" · ")[0]) for c in grid(at))
+    at.selectbox(key="cutoff").select("score").run()
+    at.slider(key="cutoff_score").set_value(round((scores[10] + scores[11]) / 2, 2)).run()
+    kept = len(grid(at))
+    assert 0 < kept < 23
+    assert f"{23 - kept} results below the relevance cutoff are hidden." in [c.value for c in at.main.caption]
+    at.button(key="show-cut").click().run()
+    assert len(grid(at)) == 23 and at.selectbox(key="cutoff").value == "none"
+
+
+def test_grouping_is_on_by_default_and_loses_nothing(library: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    home, _ = library
+    at = search(start(home, monkeypatch, plain=False), "a cat")
+    assert at.checkbox(key="group").value is True and at.selectbox(key="cutoff").value == "auto"
+    at.selectbox(key="cutoff").select("none").run()
+    members = sum(int(e.label.split()[0].lstrip("+")) for e in at.expander if e.label.startswith("+"))
+    cards = [b for b in at.button if b.key and b.key.startswith("open-")]
+    assert members > 0 and len(cards) + members == 23  # every image is a result or inside one
+    assert len(grid(at)) == 23  # the members' thumbnails are in their result's expander
+
+
+def test_more_filters_sort_and_downloads(library: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    home, pictures = library
+    at = search(start(home, monkeypatch), "a cat")
+    at.text_input(key="glob").input("*.webp").run()
+    assert len(grid(at)) == 6 and all(n.endswith(".webp") for n in names(at))
+    at.text_input(key="glob").input("").run()
+    at.number_input(key="min_width").set_value(100).run()
+    assert sorted(names(at)) == sorted(["day0.jpg", "day1.jpg", "day2.jpg", *[p.name for p in (pictures / "photos").iterdir()], "hubble_deep_field.jpg", "rocket.jpg"])
+    at.number_input(key="min_width").set_value(0).run()
+    at.selectbox(key="sort").select("modified").run()
+    mtimes = [next(pictures.rglob(n)).stat().st_mtime_ns for n in names(at)]
+    assert mtimes == sorted(mtimes, reverse=True)
+    buttons = at.get("download_button")
+    assert buttons and "Download CSV" in str(buttons[0].proto.label)
+    at.checkbox(key="select-1").check().run()
+    at.checkbox(key="select-2").check().run()
+    at.button(key="zip").click().run()
+    assert any("Save the ZIP" in str(b.proto.label) for b in at.get("download_button"))
+    assert not at.exception

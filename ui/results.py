@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import streamlit as st
 
@@ -45,7 +46,18 @@ def short_folder(path: str, root: str) -> str:
     return folder
 
 
-def card(hit: Hit, root: str, thumbs: Thumbnails, on_open: OnPath, on_similar: OnPath) -> None:
+@dataclass(frozen=True, slots=True)
+class Actions:
+    """What a result's buttons do (callbacks into the page's state)."""
+
+    open: OnPath
+    similar: OnPath  # add the result to the query
+    only: OnPath  # replace the query with the result
+    select: Callable[[str, str], None]  # (path, checkbox key)
+    selected: frozenset[str] = frozenset()
+
+
+def card(hit: Hit, root: str, thumbs: Thumbnails, actions: Actions) -> None:
     name, folder = os.path.basename(hit.path), short_folder(hit.path, root)
     try:
         st.image(thumbs.get(hit.path), caption=f"{hit.score:.3f} · {name}", width="stretch")
@@ -54,17 +66,29 @@ def card(hit: Hit, root: str, thumbs: Thumbnails, on_open: OnPath, on_similar: O
         st.caption(f"{hit.score:.3f} · {md(name)}")
     st.caption(md(folder))
     row = st.container(horizontal=True, gap="small")
-    row.button("Open", key=f"open-{hit.rank}", on_click=on_open, args=(hit.path,), type="tertiary")
-    row.button("More like this", key=f"similar-{hit.rank}", on_click=on_similar, args=(hit.path,), type="tertiary")
+    row.button("Open", key=f"open-{hit.rank}", on_click=actions.open, args=(hit.path,), type="tertiary")
+    row.button("More like this", key=f"similar-{hit.rank}", on_click=actions.similar, args=(hit.path,), type="tertiary",
+               help="Add this image to the query")
+    row.button("Only this", key=f"only-{hit.rank}", on_click=actions.only, args=(hit.path,), type="tertiary",
+               help="Search for images like this one alone")
+    key = f"select-{hit.rank}"
+    st.checkbox("Select", value=hit.path in actions.selected, key=key, on_change=actions.select, args=(hit.path, key))
+    if hit.group:
+        with st.expander(f"+{len(hit.group)} near-duplicate{'s' if len(hit.group) > 1 else ''}"):
+            for member in hit.group:
+                try:
+                    st.image(thumbs.get(member.path), caption=f"{member.score:.3f} · {os.path.basename(member.path)}", width="stretch")
+                except ViewfinderError as err:
+                    st.caption(f"{member.score:.3f} · {md(os.path.basename(member.path))} ({no_preview(err)})")
 
 
-def grid(hits: list[Hit], root: str, thumbs: Thumbnails, on_open: OnPath, on_similar: OnPath) -> None:
+def grid(hits: list[Hit], root: str, thumbs: Thumbnails, actions: Actions) -> None:
     """Thumbnails, best first; ``root`` is the library's top folder (folders are shown from there on)."""
     for start in range(0, len(hits), PER_ROW):
         columns = st.columns(PER_ROW)
         for column, hit in zip(columns, hits[start : start + PER_ROW], strict=False):
             with column:
-                card(hit, root, thumbs, on_open, on_similar)
+                card(hit, root, thumbs, actions)
 
 
 def metadata(record: ImageRecord, hit: Hit | None) -> str:
@@ -78,6 +102,7 @@ def metadata(record: ImageRecord, hit: Hit | None) -> str:
             else human_bytes(record.size),
         ),
         ("Format", record.format or "-"),
+        ("Camera", " ".join(x for x in (record.camera_make, record.camera_model) if x) or "-"),
         ("Taken", record.taken_at.strftime("%Y-%m-%d %H:%M:%S") if record.taken_at else "unknown"),
         ("Indexed", record.indexed_at.strftime("%Y-%m-%d %H:%M UTC") if record.indexed_at else "-"),
     ]

@@ -15,6 +15,9 @@ DEFAULT_PAGE_SIZE = 24
 
 # widget keys
 FOLDER, DATE_ON, DATES, FORMATS, PER_PAGE = "folder", "date_on", "dates", "formats", "per_page"
+MIN_WIDTH, MIN_HEIGHT, CAMERA, GLOB = "min_width", "min_height", "camera", "glob"
+SORT_LABELS = {"relevance": "Relevance", "newest": "Newest first", "oldest": "Oldest first", "modified": "Recently modified"}
+CUTOFF_LABELS = {"auto": "Automatic", "none": "Show everything", "score": "Minimum score"}
 
 
 def when(moment: datetime | None) -> str:
@@ -83,7 +86,16 @@ def filters(found: Facets) -> Filter:
         key=FORMATS,
         placeholder="Any format",
     )
-    return Filter(folder=folder or None, date_from=start, date_to=end, formats=frozenset(formats))
+    with st.sidebar.expander("More filters"):
+        min_width = st.number_input("Minimum width (px)", min_value=0, value=0, step=100, key=MIN_WIDTH)
+        min_height = st.number_input("Minimum height (px)", min_value=0, value=0, step=100, key=MIN_HEIGHT)
+        camera = st.text_input("Camera make or model", key=CAMERA, placeholder="e.g. Canon, iPhone")
+        glob = st.text_input("File name pattern", key=GLOB, placeholder="e.g. *.png or */2024/*")
+    return Filter.make(
+        folder=folder or None, date_from=start, date_to=end, formats=frozenset(formats),
+        min_width=int(min_width) or None, min_height=int(min_height) or None,
+        camera=camera.strip() or None, glob=glob.strip() or None,
+    )  # fmt: skip
 
 
 def date_range(picked: object) -> tuple[date | None, date | None]:
@@ -95,6 +107,18 @@ def date_range(picked: object) -> tuple[date | None, date | None]:
     return None, None
 
 
-def page_size() -> int:
+def results_options() -> int:
+    """Sort, relevance cutoff and grouping (kept in session state under ``ui.session``'s keys); returns
+    how many results a page shows."""
+    from ui import session as ss
+
     st.sidebar.header("Results")
+    st.sidebar.selectbox("Sort by", list(SORT_LABELS), format_func=SORT_LABELS.__getitem__, key=ss.SORT)
+    st.sidebar.selectbox(
+        "Relevance cutoff", list(CUTOFF_LABELS), format_func=CUTOFF_LABELS.__getitem__, key=ss.CUTOFF,
+        help="Automatic hides results that match no better than a generic photo would (search/cutoff.py).",
+    )  # fmt: skip
+    if st.session_state.get(ss.CUTOFF) == "score":
+        st.sidebar.slider("Minimum score", -1.0, 1.0, step=0.01, key=ss.CUTOFF_SCORE)
+    st.sidebar.checkbox("Group near-duplicates", key=ss.GROUP)
     return st.sidebar.selectbox("Results per page", PAGE_SIZES, index=PAGE_SIZES.index(DEFAULT_PAGE_SIZE), key=PER_PAGE)
