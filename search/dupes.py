@@ -35,8 +35,7 @@ from search.errors import QueryError
 from search.records import ImageRecord, IndexParams
 
 DEFAULT_THRESHOLD = 0.92
-NPROBE = 16
-PQ_MARGIN = 0.06
+NEIGHBOUR_LISTS = 4
 FLAT_MARGIN = 0.005  # float32 search over float16-stored vectors
 BLOCK = 8192
 
@@ -129,41 +128,92 @@ def similar_pairs(
     allowed: np.ndarray,
     threshold: float,
     *,
-    nprobe: int = NPROBE,
+    neighbours: int = NEIGHBOUR_LISTS,
     block: int = BLOCK,
 ) -> Pairs:
-    """Every pair of live rows whose exact cosine is >= ``threshold`` (as far as the index finds them:
-    all of them for a flat index). ``allowed`` masks out rows the index still holds but the catalog does not."""
+    """Every pair of live rows whose exact cosine is >= ``threshold``: all of them for a flat index; for an
+    IVF index, those within a list or between a list and its ``neighbours`` nearest lists. ``allowed``
+    masks out rows the index still holds but the catalog does not."""
     check_threshold(threshold)
-    ivf = params.kind == "ivfpq"
-    radius = threshold - (PQ_MARGIN if ivf else FLAT_MARGIN)
-    search_params = faiss.SearchParametersIVF(nprobe=min(nprobe, params.nlist)) if ivf else None
-    out_a, out_b, out_s = [], [], []
+    if params.kind == "ivfpq":
+        return _bucket_pairs(faiss.extract_index_ivf(index), vectors, allowed, threshold, neighbours)
+    return _range_pairs(index, vectors, live, allowed, threshold, block)
+
+
+def _pairs(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Pairs:
+    if not parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return Pairs(empty, empty, np.zeros(0, dtype=np.float32))
+    a, b, s = (np.concatenate(x) for x in zip(*parts, strict=True))
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    _, first = np.unique(np.stack([lo, hi], axis=1), axis=0, return_index=True)  # a pair met from both ends once
+    return Pairs(lo[first], hi[first], s[first].astype(np.float32))
+
+
+def _range_pairs(index: faiss.Index, vectors: np.ndarray, live: np.ndarray, allowed: np.ndarray, threshold: float, block: int) -> Pairs:
+    """Flat index: an exact FAISS range search per block of stored vectors, then an exact re-score."""
+    parts = []
     live = np.sort(np.asarray(live, dtype=np.int64))
     for start in range(0, len(live), block):
         chunk = live[start : start + block]
         queries = _unit_rows(vectors, chunk)
-        lims, _, found = index.range_search(queries, float(radius), params=search_params)
+        lims, _, found = index.range_search(queries, float(threshold - FLAT_MARGIN))
         qpos = np.repeat(np.arange(len(chunk)), np.diff(lims.astype(np.int64)))
         a, b = chunk[qpos], found.astype(np.int64)
         ok = (b >= 0) & (b < len(allowed)) & (a != b)
         ok[ok] &= allowed[b[ok]]
         qpos, a, b = qpos[ok], a[ok], b[ok]
-        if not len(a):
+        if len(a):
+            scores = np.einsum("ij,ij->i", queries[qpos], _unit_rows(vectors, b))
+            keep = scores >= threshold
+            parts.append((a[keep], b[keep], scores[keep]))
+    return _pairs(parts)
+
+
+def inverted_lists(ivf: faiss.IndexIVF, allowed: np.ndarray) -> list[np.ndarray]:
+    """The ids in each IVF list (allowed ones only), as the index assigned them: no search needed."""
+    out = []
+    for number in range(ivf.nlist):
+        size = ivf.invlists.list_size(number)
+        ids = faiss.rev_swig_ptr(ivf.invlists.get_ids(number), size).copy().astype(np.int64) if size else np.zeros(0, np.int64)
+        ids = ids[(ids >= 0) & (ids < len(allowed))]
+        out.append(np.sort(ids[allowed[ids]]))
+    return out
+
+
+def neighbour_lists(ivf: faiss.IndexIVF, neighbours: int) -> np.ndarray:
+    """(nlist, neighbours): each list's nearest other lists by centroid similarity."""
+    centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist)
+    gram = centroids @ centroids.T
+    np.fill_diagonal(gram, -np.inf)
+    k = min(neighbours, ivf.nlist - 1)
+    if k <= 0:
+        return np.zeros((ivf.nlist, 0), dtype=np.int64)
+    return np.argpartition(-gram, k - 1, axis=1)[:, :k]
+
+
+def _bucket_pairs(ivf: faiss.IndexIVF, vectors: np.ndarray, allowed: np.ndarray, threshold: float, neighbours: int) -> Pairs:
+    """IVF index: exact cosines between the members of each list and those of the list itself and of its
+    nearest lists. Near-duplicates fall in the same list or one next to it; the product is exact."""
+    lists = inverted_lists(ivf, allowed)
+    near = neighbour_lists(ivf, neighbours)
+    order = np.concatenate(lists)
+    bounds = np.concatenate([[0], np.cumsum([len(x) for x in lists])])
+    rows = _unit_rows(vectors, np.sort(order))[np.argsort(np.argsort(order))]  # read in file order, then list order
+    parts = []
+    for number in range(ivf.nlist):
+        lo, hi = bounds[number], bounds[number + 1]
+        if hi == lo:
             continue
-        other = ann.gather(vectors, b)
-        scores = np.einsum("ij,ij->i", queries[qpos], other) / np.maximum(np.linalg.norm(other, axis=1), 1e-12)
-        keep = scores >= threshold
-        lo, hi = np.minimum(a, b)[keep], np.maximum(a, b)[keep]
-        out_a.append(lo)
-        out_b.append(hi)
-        out_s.append(scores[keep].astype(np.float32))
-    if not out_a:
-        empty = np.zeros(0, dtype=np.int64)
-        return Pairs(empty, empty, np.zeros(0, dtype=np.float32))
-    a, b, s = np.concatenate(out_a), np.concatenate(out_b), np.concatenate(out_s)
-    _, first = np.unique(np.stack([a, b], axis=1), axis=0, return_index=True)  # (a,b) found from both ends
-    return Pairs(a[first], b[first], s[first])
+        mine = rows[lo:hi]
+        others = [np.arange(bounds[n], bounds[n + 1]) for n in (number, *near[number].tolist())]
+        cand = np.concatenate(others)
+        scores = mine @ rows[cand].T
+        i, j = np.nonzero(scores >= threshold)
+        a, b = order[lo + i], order[cand[j]]
+        keep = a != b
+        parts.append((a[keep], b[keep], scores[i[keep], j[keep]]))
+    return _pairs(parts)
 
 
 # --- clusters ------------------------------------------------------------------------------------------
@@ -221,13 +271,13 @@ def make_cluster(records: Sequence[ImageRecord], vectors: np.ndarray) -> Cluster
     return Cluster((members[0], *others))
 
 
-def find_clusters(library: Any, threshold: float = DEFAULT_THRESHOLD, *, nprobe: int = NPROBE) -> list[Cluster]:
+def find_clusters(library: Any, threshold: float = DEFAULT_THRESHOLD, *, neighbours: int = NEIGHBOUR_LISTS) -> list[Cluster]:
     """The near-duplicate clusters of an open ``Library``, biggest first."""
     check_threshold(threshold)
     if len(library) == 0:
         return []
     index = library.index  # loads the index (and the rows committed after it was written)
-    pairs = similar_pairs(index, library.index_params(), library.vectors, library.snapshot.live, library.allowed, threshold, nprobe=nprobe)
+    pairs = similar_pairs(index, library.index_params(), library.vectors, library.snapshot.live, library.allowed, threshold, neighbours=neighbours)
     groups = components(pairs.a, pairs.b)
     wanted = np.concatenate(groups) if groups else np.zeros(0, dtype=np.int64)
     records: dict[int, ImageRecord] = {}

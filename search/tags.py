@@ -38,6 +38,7 @@ from search.records import Vectors
 DEFAULT_THRESHOLD = 0.3
 BLOCK = 32_768  # image rows per matrix product: 32k x 1,000 labels of float32 scores = 131 MB
 MAX_LABEL_CHARS = 200
+LABELS_PER_CALL = 64  # labels per text-tower call (x the templates): 1,000 labels in one batch would not fit
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,18 +181,17 @@ def tag_vectors(vectors: np.ndarray, ids: np.ndarray, labels: Vectors, rule: Tag
 
 
 def label_vectors(encode: Callable[[list[str]], Vectors], labels: Sequence[str]) -> Vectors:
-    """One unit vector per label: the prompt ensemble of ``search.prompts`` (one batch for all templates)."""
-    try:
-        from search.prompts import ensemble_text
-    except ImportError:  # TEMPORARY until search/prompts.py lands
-        return np.ascontiguousarray(encode(list(labels)), dtype=np.float32)
-    return np.ascontiguousarray(ensemble_text(encode, list(labels)), dtype=np.float32)
+    """One unit vector per label: the prompt ensemble of ``search.prompts`` (one call per ``LABELS_PER_CALL``
+    labels, all their templates in it)."""
+    from search.prompts import ensemble_text
+
+    names = list(labels)
+    parts = [ensemble_text(encode, names[i : i + LABELS_PER_CALL]) for i in range(0, len(names), LABELS_PER_CALL)]
+    return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
 
 
 def templates_version() -> list[str]:
     """The prompt templates the label vectors were made with (stored with them)."""
-    try:
-        from search import prompts
-    except ImportError:  # TEMPORARY until search/prompts.py lands
-        return []
-    return list(getattr(prompts, "TEMPLATES", ()))
+    from search.prompts import TEMPLATES
+
+    return list(TEMPLATES)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import MutableMapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from search.library import Library
 from search.query import Term
 from search.searcher import Searcher
 from search.settings import Settings
-from ui import resources, results, sidebar
+from ui import dupes_view, resources, results, sidebar, tag_facet
 from ui import session as ss
 from ui.export import csv_text, zip_stream
 from ui.launch import MAX_UPLOAD_MB
@@ -210,7 +211,11 @@ def main(home: Path) -> None:
     if st.sidebar.button("Reload library", help="Pick up images indexed since the page was opened."):
         library.refresh()
         st.rerun()
+    if dupes_view.chosen() == "Duplicates":
+        dupes_view.show(library, home_key, resources.generation(library), resources.thumbnails(home_key))
+        return
     flt = sidebar.filters(found)
+    flt = replace(flt, tags=tag_facet.picked(home_key, resources.generation(library), library))
     per_page = sidebar.results_options()
 
     model = resources.load_model(library.model or "", Settings.from_env().device)
