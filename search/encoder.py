@@ -13,25 +13,24 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 from PIL import Image
 
 from search import families
 from search.errors import ModelLoadError, QueryError
 from search.records import Vectors
+from search.settings import resolve_model_id  # noqa: F401  (callers import it from here; it needs no model)
 
-
-def resolve_model_id(model: str) -> str:
-    """A local folder is identified by its absolute path, a Hub model by its id."""
-    path = Path(model).expanduser()
-    return str(path.resolve()) if path.is_dir() else model
+if TYPE_CHECKING:  # torch is imported where a model is loaded or run, never by merely importing this module
+    import torch
 
 
 def pick_device(device: str) -> str:
+    import torch
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
@@ -133,6 +132,8 @@ def _pad_crop(pixels: NDArray[Any], ch: int, cw: int) -> NDArray[Any]:
 
 def _features(output: Any) -> torch.Tensor:
     """transformers 5 returns an output object whose ``pooler_output`` is the projected embedding."""
+    import torch
+
     if isinstance(output, torch.Tensor):
         return output
     pooled = getattr(output, "pooler_output", None)
@@ -162,14 +163,10 @@ class Encoder:
         self.preprocess = (families.NaflexPreprocess if self.naflex else Preprocess).from_image_processor(images)
         self.pad_to_max = "siglip" in str(getattr(model.config, "model_type", "")).lower()
         self.max_text_tokens = families.text_token_limit(model.config.text_config, self.tokenizer)
-        self.runtime: Any = None  # another runtime for both towers (search.backends); None: the torch model
-        self.backend = "torch"
         self.dim = int(self.encode_text(["a"]).shape[1])
 
     @classmethod
-    def load(cls, model: str, device: str = "auto", backend: str = "torch", cache: Path | None = None) -> Encoder:
-        """``backend``: torch, onnx or auto (``search.backends``); ``cache``: where exports live (a library's
-        ``search.backends.cache_root``)."""
+    def load(cls, model: str, device: str = "auto") -> Encoder:
         from transformers import AutoModel, AutoProcessor
         from transformers.utils import logging as hf_logging
 
@@ -181,6 +178,8 @@ class Encoder:
         local_only = Path(model_id).is_dir() or _in_hub_cache(model_id)
         if not local_only and not _hub_reachable():
             raise ModelLoadError(_load_hint(model, model_id, None))
+        import torch
+
         try:
             dtype = torch.float16 if device.startswith("cuda") else torch.float32
             net = AutoModel.from_pretrained(model_id, dtype=dtype, local_files_only=local_only).eval().to(device)
@@ -189,21 +188,18 @@ class Encoder:
             raise ModelLoadError(_load_hint(model, model_id, err)) from err
         if not hasattr(net, "get_image_features") or not hasattr(processor, "image_processor"):
             raise ModelLoadError(f"'{model}' is not a CLIP-family model (no joint image/text embedding); use a CLIP or SigLIP checkpoint.")
-        encoder = cls(model_id, net, processor, device)
-        if backend != "torch":
-            from search.backends import attach
-
-            attach(encoder, backend, cache)
-        return encoder
+        return cls(model_id, net, processor, device)
 
     # --- images ---------------------------------------------------------------------------------------
 
-    @torch.inference_mode()
     def encode_pixels(self, pixels: NDArray[np.float32]) -> Vectors:
         """A (batch, 3, H, W) array made by ``self.preprocess`` -> (batch, dim) unit vectors."""
-        if self.runtime is not None:
-            return self.runtime.image(pixels)
-        tensor = torch.from_numpy(pixels)
+        import torch
+
+        with torch.inference_mode():
+            return self._encode_pixels(torch.from_numpy(pixels))
+
+    def _encode_pixels(self, tensor: torch.Tensor) -> Vectors:
         if self.device.startswith("cuda"):
             tensor = tensor.pin_memory().to(self.device, non_blocking=True)
         if self.naflex:
@@ -220,18 +216,16 @@ class Encoder:
 
     # --- text -----------------------------------------------------------------------------------------
 
-    @torch.inference_mode()
     def encode_text(self, texts: Sequence[str]) -> Vectors:
+        import torch
+
+        with torch.inference_mode():
+            return self._encode_text(texts)
+
+    def _encode_text(self, texts: Sequence[str]) -> Vectors:
         texts = [t.strip() for t in texts]
         if not texts or not all(texts):
             raise QueryError("The text query is empty.")
-        tokens = self.tokens(texts)
-        if self.runtime is not None:
-            return self.runtime.text({k: v.numpy() for k, v in tokens.items()})
-        return _normalise(_features(self.model.get_text_features(**tokens)))
-
-    def tokens(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """The text tower's inputs for ``texts``, on the model's device."""
         tokens = self.tokenizer(
             list(texts),
             padding="max_length" if self.pad_to_max else True,  # pad to the query, not to 77 tokens
@@ -242,7 +236,7 @@ class Encoder:
         tokens = {k: v.to(self.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
         if self.pad_to_max:
             tokens.pop("attention_mask", None)  # SigLIP was trained without one
-        return tokens
+        return _normalise(_features(self.model.get_text_features(**tokens)))
 
 
 def _in_hub_cache(model_id: str) -> bool:

@@ -10,6 +10,12 @@ from pathlib import Path
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 
 
+def resolve_model_id(model: str) -> str:
+    """A local folder is identified by its absolute path, a Hub model by its id."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.is_dir() else model
+
+
 def default_home(environ: Mapping[str, str]) -> Path:
     """``$VIEWFINDER_HOME``, else ``$XDG_DATA_HOME/viewfinder``, else ``~/.local/share/viewfinder``."""
     if environ.get("VIEWFINDER_HOME"):
@@ -25,7 +31,6 @@ class Settings:
     device: str = "auto"  # auto | cpu | cuda
     batch_size: int | None = None  # None: chosen for the device
     flat_below: int | None = None  # None: search.ann.FLAT_BELOW (exact index below this many images)
-    backend: str = "auto"  # auto | torch | onnx: the runtime of the model's towers (search.backends)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -35,5 +40,4 @@ class Settings:
             model=env.get("VIEWFINDER_MODEL") or None,
             device=env.get("VIEWFINDER_DEVICE", "auto"),
             flat_below=int(env["VIEWFINDER_FLAT_BELOW"]) if env.get("VIEWFINDER_FLAT_BELOW") else None,
-            backend=env.get("VIEWFINDER_BACKEND") or "auto",
         )

@@ -41,19 +41,9 @@ ModelOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 KOpt = Annotated[int, typer.Option("-k", "--top", min=1, max=10_000, help="Number of results.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
-BackendOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--backend",
-        metavar="BACKEND",
-        help="auto, torch or onnx: the runtime of the model on the CPU; onnx is ONNX Runtime, from pip install "
-        "'viewfinder[onnx]' (default: $VIEWFINDER_BACKEND, else auto: onnx where installed and checked faster).",
-        show_default=False,
-    ),
-]
 
 
-def settings_for(home: Path | None, model: str | None = None, device: str = "auto", backend: str | None = None) -> Settings:
+def settings_for(home: Path | None, model: str | None = None, device: str = "auto") -> Settings:
     base = Settings.from_env()
     return Settings(
         home=home or base.home,
@@ -61,7 +51,6 @@ def settings_for(home: Path | None, model: str | None = None, device: str = "aut
         device=device,
         batch_size=base.batch_size,
         flat_below=base.flat_below,
-        backend=backend or base.backend,
     )
 
 

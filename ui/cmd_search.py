@@ -10,7 +10,6 @@ import typer
 
 from search.settings import DEFAULT_MODEL, Settings
 from ui.clikit import (
-    BackendOpt,
     DeviceOpt,
     HomeOpt,
     JsonOpt,
@@ -53,7 +52,7 @@ CsvOpt = Annotated[Path | None, typer.Option("--csv", metavar="FILE", help="Writ
 
 
 def build_query(terms: tuple[Any, ...], *, k: int, offset: int, page: int | None, sort: str, cutoff: str, group: bool, raw: bool, **filters: Any) -> Any:
-    from search.filterspec import Filter  # not search.filters: numpy + SQLAlchemy would slow the server client path
+    from search.filters import Filter
     from search.query import Cutoff, Query, parse_date
 
     values = {
@@ -97,7 +96,6 @@ def _model_id(settings: Settings) -> str | None:
 
 
 def answer_here(settings: Settings, query: Any) -> Any:
-    from search.backends import cache_root, check_backend
     from search.encoder import Encoder, resolve_model_id
     from search.library import Library
     from search.searcher import Searcher
@@ -105,8 +103,7 @@ def answer_here(settings: Settings, query: Any) -> Any:
     requested = resolve_model_id(settings.model) if settings.model else None
     library = Library.open(settings.home, model=requested)
     model_id = library.model or requested or DEFAULT_MODEL
-    check_backend(settings.backend)
-    return Searcher(library, lambda: Encoder.load(model_id, settings.device, backend=settings.backend, cache=cache_root(settings.home))).run(query)
+    return Searcher(library, lambda: Encoder.load(model_id, settings.device)).run(query)
 
 
 def report(results: Any, *, as_json: bool, export: Path | None, copy: bool, csv_file: Path | None) -> None:
@@ -135,13 +132,13 @@ def _run(head: list[Any], plus: list[str] | None, minus: list[str] | None, home:
     from search.query import build_terms
 
     as_json, export, copy, csv_file = (options.pop(name) for name in ("as_json", "export", "copy", "csv_file"))
-    server, no_server, backend = options.pop("server"), options.pop("no_server"), options.pop("backend")
+    server, no_server = options.pop("server"), options.pop("no_server")
     if copy and export is None:
         raise_usage("--copy goes with --export DIR.")
     with user_errors():
         terms = head + list(build_terms([], plus or [], minus or []))
         query = build_query(tuple(terms), **options)
-        results = answer(settings_for(home, model, device, backend), query, server=server, no_server=no_server)
+        results = answer(settings_for(home, model, device), query, server=server, no_server=no_server)
         report(results, as_json=as_json, export=export, copy=copy, csv_file=csv_file)
 
 
@@ -173,7 +170,6 @@ def search(
     home: HomeOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
-    backend: BackendOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Find the images that best match TEXT (plus --and, minus --not terms), best first."""
@@ -217,7 +213,6 @@ def similar(
     home: HomeOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
-    backend: BackendOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Find the images most like IMAGE (plus --and, minus --not terms), best first; an indexed IMAGE comes first."""

@@ -1,0 +1,473 @@
+"""The HTTP API of ``viewfinder serve``: one library and its model, loaded once, answering JSON.
+
+Endpoints (OpenAPI at ``/docs`` and ``/openapi.json``):
+
+- ``GET /health``: alive, which library, how many queries it has answered.
+- ``GET /info``: the library's facts (as ``viewfinder info --json``).
+- ``POST /search``: ``{"text", "k", "model"}`` -> ``{"hits": [...]}`` (hits as ``viewfinder search --json``).
+- ``POST /similar``: JSON ``{"path", "k", "model"}`` for an indexed image (its stored vector: no file is
+  read), or a multipart upload (field ``image``, plus ``k``); anything else -> 404.
+- ``GET /thumb?path=&size=``: a JPEG thumbnail of an *indexed* file (``search.thumbs``); any other path -> 404.
+
+Every answer carries ``X-Viewfinder-Home`` (the library served) so a client can tell it reached the right
+server. Errors are ``{"error": one sentence, "type": the domain error's class}`` with a 4xx/5xx status.
+
+Limits: a request body over the page's upload cap (``ui.launch.MAX_UPLOAD_MB``, plus the multipart
+framing) is refused with 413 before it is read, an upload over ``ui.session.UPLOAD_MAX_PIXELS`` with 413
+from its header, before any pixel is decoded. With a token, every request without
+``Authorization: Bearer <token>`` gets 401.
+
+Concurrency: FastAPI runs the handlers in a thread pool; one lock serialises the library and the model
+(a query is milliseconds; the model already uses every core), and the catalog is re-read when an indexer
+has committed (SQLite's ``PRAGMA data_version``), so a running server sees new index runs.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Request
+from fastapi import Query as Param
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from search import errors
+from search.images import read_image_info
+from search.library import Library, catalog_path, check_model
+from search.query import Query, Term
+from search.searcher import Searcher
+from search.settings import DEFAULT_MODEL, resolve_model_id
+from search.thumbs import GRID_SIDE, PREVIEW_SIDE, THUMB_DIR, Thumbnails
+from ui.client import HOME_HEADER
+from ui.launch import MAX_UPLOAD_MB
+from ui.serverfile import library_id
+from ui.session import UPLOAD_MAX_PIXELS
+
+log = logging.getLogger("viewfinder.serve")
+
+MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 2**20
+MULTIPART_SLACK = 64 * 2**10  # boundaries and form fields around an upload
+MIN_THUMB_SIDE = 16
+MAX_TERMS = 16  # image parts one multipart query may upload
+
+ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
+
+
+class NotIndexed(errors.QueryError):
+    """A path the library does not hold (404: the client may upload the file instead)."""
+
+
+class UploadTooLarge(errors.QueryError):
+    """An upload over the byte or pixel cap (413)."""
+
+
+_STATUS: tuple[tuple[type[Exception], int], ...] = (
+    (NotIndexed, 404),
+    (UploadTooLarge, 413),
+    (errors.ImageDecodeError, 415),
+    (errors.ModelMismatch, 409),
+    (errors.ModelLoadError, 503),
+    (errors.LibraryNotFound, 503),
+    (errors.LibraryCorrupt, 500),
+    (errors.LibraryLocked, 503),
+    (errors.QueryError, 400),
+)
+
+
+def status_for(err: errors.ViewfinderError) -> int:
+    return next((status for cls, status in _STATUS if isinstance(err, cls)), 400)
+
+
+def error_body(err: errors.ViewfinderError) -> dict[str, str]:
+    kind = type(err)
+    while kind.__module__ != errors.__name__:  # our own subclasses travel as the domain error they extend
+        kind = kind.__mro__[1]
+    return {"error": str(err), "type": kind.__name__}
+
+
+# --- state ------------------------------------------------------------------------------------------
+
+
+class CatalogWatch:
+    """Tells when another connection (an indexer) has committed to the catalog since the last look."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        self._seen = self._version()
+
+    def _version(self) -> int:
+        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def changed(self) -> bool:
+        now = self._version()
+        changed, self._seen = now != self._seen, now
+        return changed
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+@dataclass
+class State:
+    """What the server keeps warm. ``fresh()`` hands out the library, re-read if an indexer committed."""
+
+    home: Path
+    library: Library
+    searcher: Searcher
+    thumbs: Thumbnails
+    watch: CatalogWatch
+    model_id: str
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    queries: int = 0
+
+    @contextmanager
+    def fresh(self) -> Iterator[Library]:
+        with self.lock:
+            if self.watch.changed():
+                self.library.refresh()
+            yield self.library
+
+    def close(self) -> None:
+        self.watch.close()
+        self.library.close()
+
+
+def open_state(home: Path, model: str | None, device: str, *, warm: bool = True) -> State:
+    """Open the library and (``warm``) load its model now, so the first query is as fast as the rest.
+    A model that cannot load is reported and tried again by the first query that needs it."""
+    from search.encoder import Encoder
+
+    requested = resolve_model_id(model) if model else None
+    library = Library.open(home, model=requested)
+    model_id = library.model or requested or DEFAULT_MODEL
+    searcher = Searcher(library, lambda: Encoder.load(model_id, device))
+    if warm and library.model:
+        try:
+            searcher.encoder  # noqa: B018 (loads it)
+        except errors.ModelLoadError as err:
+            log.warning("%s", err)
+    thumbs = Thumbnails(library.home / THUMB_DIR, library.record)
+    return State(home=library.home, library=library, searcher=searcher, thumbs=thumbs,
+                 watch=CatalogWatch(catalog_path(library.home)), model_id=model_id)  # fmt: skip
+
+
+# --- requests ---------------------------------------------------------------------------------------
+
+
+class SearchRequest(BaseModel):
+    """Either ``query`` (``search.query.Query.to_json()``: every option the CLI has) or a plain ``text``."""
+
+    query: dict[str, Any] | None = Field(None, description="A whole query: terms, filter, sort, cutoff, k, offset, group, raw.")
+    text: str | None = Field(None, description="Shorthand for a query of one text term.")
+    k: int = Field(20, ge=1, le=10_000, description="Number of results (with ``text``).")
+    model: str | None = Field(None, description="The model the client expects (409 if the library's is another).")
+
+    def to_query(self) -> Query:
+        if self.query is not None:
+            return Query.from_json(self.query)
+        if not self.text or not self.text.strip():
+            raise errors.QueryError("The text query is empty.")
+        return Query(terms=(Term(kind="text", value=self.text.strip()),), k=self.k)
+
+
+class SimilarRequest(BaseModel):
+    path: str = Field(description="An image the library holds (absolute path, as in results).")
+    k: int = Field(20, ge=1, le=10_000)
+    model: str | None = None
+
+
+def check_requested_model(state: State, model: str | None) -> None:
+    if model:
+        check_model(state.library.snapshot, resolve_model_id(model), state.home)
+
+
+def check_upload(name: str, data: bytes) -> None:
+    """The page's caps, from the header alone: bytes, then pixels (413); not an image (415)."""
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise UploadTooLarge(f"{name} is {len(data) / 2**20:.0f} MB; images up to {MAX_UPLOAD_MB} MB can be uploaded.")
+    try:
+        info = read_image_info(data)
+    except errors.ImageDecodeError as err:
+        raise errors.ImageDecodeError(f"The uploaded {name} cannot be used: {err.reason}.") from err
+    if info.width * info.height > UPLOAD_MAX_PIXELS:
+        raise UploadTooLarge(
+            f"{name} is {info.width} × {info.height} pixels, too large to search with: "
+            f"upload a copy of at most {UPLOAD_MAX_PIXELS // 1_000_000} megapixels."
+        )
+
+
+def with_uploads(query: Query, uploads: dict[int, tuple[str, bytes]]) -> Query:
+    """The query with term ``i`` (an image) replaced by the bytes uploaded as part ``term-i``."""
+    terms = list(query.terms)
+    for i, (name, data) in uploads.items():
+        if not 0 <= i < len(terms) or terms[i].kind != "image":
+            raise errors.QueryError(f"The upload term-{i} matches no image term of the query.")
+        check_upload(name, data)
+        terms[i] = replace(terms[i], value=data, label=name)
+    return replace(query, terms=tuple(terms))
+
+
+def run_query(state: State, query: Query, model: str | None) -> dict[str, Any]:
+    """``Searcher.run`` under the lock. An image term given by path must be one the library holds: the
+    server reads no other file (404, so a client can upload it instead)."""
+    started = time.perf_counter()
+    with state.fresh() as library:
+        check_requested_model(state, model)
+        for term in query.terms:
+            if term.kind == "image" and isinstance(term.value, str):
+                record = library.record(os.path.abspath(term.value))
+                if record is None or record.faiss_id is None:
+                    raise NotIndexed(f"{term.value} is not an indexed image of this library.")
+        results = state.searcher.run(query)
+        state.queries += 1
+    return {**results.to_json(), "seconds": round(time.perf_counter() - started, 6)}
+
+
+async def read_form(request: Request) -> tuple[dict[str, str], dict[str, tuple[str, bytes]]]:
+    """A multipart body as (text fields, files by field name)."""
+    form = await request.form(max_files=MAX_TERMS, max_fields=MAX_TERMS + 8)
+    fields: dict[str, str] = {}
+    files: dict[str, tuple[str, bytes]] = {}
+    for key, value in form.multi_items():
+        if isinstance(value, str):
+            fields[key] = value
+        else:
+            files[key] = (value.filename or "the upload", await value.read())
+    return fields, files
+
+
+def _json_field(fields: dict[str, str], key: str) -> dict[str, Any] | None:
+    if not fields.get(key):
+        return None
+    try:
+        value = json.loads(fields[key])
+    except ValueError:
+        raise errors.QueryError(f"The form field '{key}' is not JSON.") from None
+    if not isinstance(value, dict):
+        raise errors.QueryError(f"The form field '{key}' is not a JSON object.")
+    return value
+
+
+# --- the app ----------------------------------------------------------------------------------------
+
+
+class Guard:
+    """Pure ASGI middleware: the bearer token, the body cap (413 before the body is read, and while it
+    streams when no length was sent), and the library header on every answer."""
+
+    def __init__(self, app: ASGIApp, *, home: str, token: str | None, max_body: int) -> None:
+        self.app, self.token, self.max_body = app, token, max_body
+        self.home_header = (HOME_HEADER.lower().encode(), home.encode("utf-8", "surrogateescape"))
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        if self.token is not None and not self._authorised(headers.get(b"authorization", b"")):
+            await self._reply(send, 401, {"error": "A bearer token is required.", "type": "ViewfinderError"},
+                              extra=[(b"www-authenticate", b"Bearer")], home=False)  # fmt: skip
+            return
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            await self._reply(send, 413, self._too_large())
+            return
+        received = 0
+        started = False
+
+        async def counted_receive() -> dict[str, Any]:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise _BodyTooLarge
+            return message
+
+        async def tagged_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message = {**message, "headers": [*message.get("headers", []), self.home_header]}
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tagged_send)
+        except _BodyTooLarge:
+            if not started:
+                await self._reply(send, 413, self._too_large())
+
+    def _authorised(self, header: bytes) -> bool:
+        scheme, _, value = header.decode("latin-1").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), str(self.token).encode())
+
+    def _too_large(self) -> dict[str, str]:
+        return {"error": f"The request is larger than the upload cap of {MAX_UPLOAD_MB} MB.", "type": "QueryError"}
+
+    async def _reply(self, send: Any, status: int, body: dict[str, str], *, extra: list[tuple[bytes, bytes]] | None = None, home: bool = True) -> None:
+        data = json.dumps(body).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *(extra or [])]
+        if home:
+            headers.append(self.home_header)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def create_app(
+    state: State,
+    *,
+    token: str | None = None,
+    on_ready: Callable[[], None] | None = None,
+    on_stop: Callable[[], None] | None = None,
+) -> Any:
+    """The ASGI app: FastAPI wrapped in ``Guard``. ``on_ready``/``on_stop`` run when serving starts/stops
+    (the discovery file is written and removed there)."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> Any:
+        if on_ready:
+            on_ready()
+        try:
+            yield
+        finally:
+            if on_stop:
+                on_stop()
+
+    api = FastAPI(
+        title="Viewfinder",
+        summary="Semantic image search over one library: by text, by an indexed image or by an upload.",
+        lifespan=lifespan,
+    )
+
+    @api.exception_handler(errors.ViewfinderError)
+    async def domain_error(_: Request, err: errors.ViewfinderError) -> JSONResponse:
+        return JSONResponse(error_body(err), status_code=status_for(err))
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, err: RequestValidationError) -> JSONResponse:
+        first = err.errors()[0] if err.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "the request"
+        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid')}.", "type": "QueryError"}, status_code=422)
+
+    @api.get("/health")
+    def health() -> dict[str, Any]:
+        """Alive; the library served, its model and size, queries answered since the start."""
+        return {"status": "ok", "home": library_id(state.home), "pid": os.getpid(), "model": state.model_id,
+                "images": len(state.library), "queries": state.queries}  # fmt: skip
+
+    @api.get("/info")
+    def info() -> dict[str, Any]:
+        """The library's facts, as ``viewfinder info --json``."""
+        with state.fresh() as library:
+            return library.info().to_json()
+
+    @api.post(
+        "/search",
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "application/json": {"schema": SearchRequest.model_json_schema()},
+            "multipart/form-data": {"schema": {"type": "object", "properties": {
+                "query": {"type": "string", "description": "Query JSON"},
+                "term-0": {"type": "string", "format": "binary", "description": "bytes of image term 0 (and term-1...)"},
+            }}},
+        }}},
+    )  # fmt: skip
+    async def search(request: Request) -> dict[str, Any]:
+        """A query (as ``viewfinder search``/``similar`` build it), answered as ``{"hits", "cut", "matched",
+        "notices", "more"}``. Image terms by path must be indexed; others are uploaded as multipart parts
+        ``term-<i>`` beside a ``query`` field."""
+        if _is_multipart(request):
+            fields, files = await read_form(request)
+            body = SearchRequest(query=_json_field(fields, "query"), model=fields.get("model") or None)
+            uploads = {_term_index(key): f for key, f in files.items()}
+            query = with_uploads(body.to_query(), uploads)
+        else:
+            body = _parse(SearchRequest, await request.body())
+            query = body.to_query()
+        return await run_in_threadpool(run_query, state, query, body.model)
+
+    @api.post(
+        "/similar",
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "application/json": {"schema": SimilarRequest.model_json_schema()},
+            "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
+                "image": {"type": "string", "format": "binary"}, "k": {"type": "integer", "default": 20},
+            }}},
+        }}},
+    )  # fmt: skip
+    async def similar(request: Request) -> dict[str, Any]:
+        """Images like an indexed one (JSON: its ``path``) or like an uploaded image (multipart: ``image``)."""
+        if _is_multipart(request):
+            fields, files = await read_form(request)
+            if "image" not in files:
+                raise errors.QueryError("The upload has no file in its 'image' field.")
+            name, data = files["image"]
+            query = Query(terms=(Term(kind="image", value=data, label=name),), k=_int_field(fields.get("k"), 20))
+            check_upload(name, data)
+            return await run_in_threadpool(run_query, state, query, fields.get("model") or None)
+        body = _parse(SimilarRequest, await request.body())
+        query = Query(terms=(Term(kind="image", value=body.path),), k=body.k)
+        return await run_in_threadpool(run_query, state, query, body.model)
+
+    @api.get("/thumb", response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
+    def thumb(
+        path: Annotated[str, Param(description="An indexed file, as in results.")],
+        size: Annotated[int, Param(ge=MIN_THUMB_SIDE, le=PREVIEW_SIDE, description="Longer side, pixels.")] = GRID_SIDE,
+    ) -> Response:
+        """A JPEG thumbnail of an indexed image; any other path is refused (404)."""
+        try:  # the catalog itself is asked (not the snapshot): a file removed since is refused
+            data = state.thumbs.get(path, size)
+        except errors.ImageDecodeError as err:
+            raise NotIndexed(f"{path} can no longer be read ({err.reason}).") from err
+        except errors.QueryError as err:
+            raise NotIndexed(str(err)) from err
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+    return Guard(api, home=library_id(state.home), token=token, max_body=MAX_UPLOAD_BYTES + MULTIPART_SLACK)
+
+
+def _is_multipart(request: Request) -> bool:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower() == "multipart/form-data"
+
+
+def _parse(model: type[Any], body: bytes) -> Any:
+    try:
+        return model.model_validate_json(body)
+    except ValueError as err:
+        first = err.errors()[0] if hasattr(err, "errors") and err.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())) or "the body"
+        raise errors.QueryError(f"The request is not valid JSON for this endpoint ({where}: {first.get('msg', err)}).") from None
+
+
+def _term_index(key: str) -> int:
+    if not key.startswith("term-") or not key[5:].isdigit():
+        raise errors.QueryError(f"Unknown upload field '{key}': name image parts term-0, term-1, ...")
+    return int(key[5:])
+
+
+def _int_field(value: object, default: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        k = int(str(value))
+    except ValueError:
+        raise errors.QueryError(f"k must be a whole number, not {value!r}.") from None
+    if not 1 <= k <= 10_000:
+        raise errors.QueryError("k must be between 1 and 10000.")
+    return k
