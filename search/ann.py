@@ -28,6 +28,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from search.gpu import gpu_clustering
 from search.records import IndexParams, Vectors
 
 FLAT_BELOW = 50_000
@@ -87,14 +88,6 @@ def new_index(params: IndexParams) -> faiss.Index:
     return faiss.IndexIVFPQ(quantizer, params.dim, params.nlist, params.m, params.nbits, faiss.METRIC_INNER_PRODUCT)
 
 
-def _use_gpu_clustering(index: faiss.Index) -> None:
-    """k-means on the GPU when faiss-gpu sees one: the coarse quantizer's training dominates build time."""
-    if not hasattr(faiss, "get_num_gpus") or faiss.get_num_gpus() == 0:
-        return
-    ivf = faiss.extract_index_ivf(index)
-    ivf.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(ivf.d))
-
-
 def training_sample(ids: np.ndarray, params: IndexParams, seed: int = 1338) -> np.ndarray:
     """Sorted ids of the vectors to train on: enough per centroid, never more than needed."""
     want = min(len(ids), MAX_TRAINING_POINTS, 256 * max(params.nlist, 1 << params.nbits))
@@ -118,8 +111,8 @@ def build_index(params: IndexParams, vectors: np.ndarray, ids: np.ndarray) -> fa
     """A new index over the given ids of the stored vectors (trained on a sample for IVF-PQ)."""
     index = new_index(params)
     if params.kind == "ivfpq":
-        _use_gpu_clustering(index)
-        index.train(gather(vectors, training_sample(ids, params)))
+        with gpu_clustering(index):  # k-means on the GPU when faiss sees one: it dominates build time
+            index.train(gather(vectors, training_sample(ids, params)))
     add_vectors(index, vectors, ids)
     return index
 

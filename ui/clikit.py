@@ -24,23 +24,32 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help is literal text: Rich markup read "[default: ...]" as a tag and dropped it
 )
 
+# Each option names its metavar, so the help reads the same on every Typer in the range pyproject pins
+# (newer ones label values ``<path>``, ``<bool>``, ``{paths}``); tests/test_help.py renders every command.
 HomeOpt = Annotated[
     Path | None,
-    typer.Option("--home", help="Library folder [env VIEWFINDER_HOME; default ~/.local/share/viewfinder].", show_default=False),
+    typer.Option(
+        "--home",
+        metavar="DIR",
+        help="Library folder (default: $VIEWFINDER_HOME, else ~/.local/share/viewfinder).",
+        show_default=False,
+    ),
 ]
 ModelOpt = Annotated[
     str | None,
     typer.Option(
         "--model",
-        help=f"Hugging Face CLIP/SigLIP id or local folder [default: the library's model, or {DEFAULT_MODEL}].",
+        metavar="MODEL",
+        help=f"Hugging Face CLIP/SigLIP id or local folder (default: the library's model, or {DEFAULT_MODEL}).",
         show_default=False,
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
-KOpt = Annotated[int, typer.Option("-k", "--top", min=1, max=10_000, help="Number of results.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+KOpt = Annotated[int, typer.Option("-k", "--top", metavar="N", min=1, max=10_000, help="Number of results.")]
+DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEVICE", help="auto, cpu or cuda.")]
 
 
 def settings_for(home: Path | None, model: str | None = None, device: str = "auto") -> Settings:
