@@ -93,6 +93,7 @@ class IndexState:
 
 SET_ASIDE = "set the catalog and the library's files aside in {home}/damaged-<time>/ (nothing is deleted); the next `viewfinder index` starts afresh"
 REBUILD = "rebuild the index from the stored vectors (no re-embedding)"
+RECHECK = "measure the recall again and tune or rebuild the index until it reaches the target"
 
 
 # --- rules (pure) -----------------------------------------------------------------------------------------
@@ -166,6 +167,22 @@ def index_findings(meta: dict[str, Any], live: np.ndarray, index: IndexState) ->
     if behind:
         out.append(Finding("index-behind", Severity.NOTE, f"{behind} images were committed after the index was written (searched from memory until the next run).", "add them to the index"))
     return out
+
+
+def recall_findings(meta: dict[str, Any]) -> list[Finding]:
+    """The last recall self-check of an IVF-PQ index (``search.recall``) against ``ann.RECALL_TARGET``."""
+    params, check = meta.get("index_params") or {}, meta.get("index_check")
+    if params.get("kind") != "ivfpq":
+        return []
+    if check is None:
+        return [Finding("recall-not-measured", Severity.NOTE, "The recall of the IVF-PQ index has never been measured (it was built before the self-check).", RECHECK)]
+    if check["recall_at_10"] < ann.RECALL_TARGET:
+        return [Finding(
+            "recall-below-target", Severity.ERROR,
+            f"The index's last measured recall@10 is {check['recall_at_10']:.3f}, under the target {ann.RECALL_TARGET}: searches miss some of the best matches.",
+            RECHECK,
+        )]
+    return []
 
 
 def gone_findings(home: Path, gone: list[str], held: int, shown: int = 3) -> list[Finding]:
@@ -280,6 +297,7 @@ def examine(home: Path) -> Checkup:
         findings += vector_findings(snapshot.vector_rows, in_file, live)
     index = read_index_state(home, meta.get("index_file"))
     findings += index_findings(meta, live, index)
+    findings += recall_findings(meta)
     names = [p.name for p in home.iterdir() if p.is_file()]
     findings += stray_findings(names, {n for n in (meta.get("vectors_file"), meta.get("index_file")) if n})
     gone, held = files_gone(home)
@@ -362,6 +380,10 @@ def repair(home: Path, checkup: Checkup, *, flat_below: int = ann.FLAT_BELOW) ->
                 done.append(f"rebuilt the index ({params.kind}) from the stored vectors")
             elif "index-behind" in codes:
                 done.append("added the newest images to the index")
+            if not rebuild and codes & {"recall-not-measured", "recall-below-target"}:
+                checked = writer.check(flat_below=flat_below)
+                if checked is not None:
+                    done.append(f"measured the index's recall@10: {checked.before.recall:.3f}, {checked.recall:.3f} after tuning")
     finally:
         if writer is not None:
             writer.close()  # releases the lock

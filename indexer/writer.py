@@ -11,7 +11,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -24,10 +24,11 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from indexer import faults, tagging
-from search import ann, catalog, tagdb
+from search import ann, catalog, recall, tagdb
 from search.errors import LibraryLocked, LibraryWriteError, ModelMismatch
 from search.library import check_model, open_catalog, read_snapshot
 from search.records import ImageRecord, IndexParams, Vectors
+from search.recall import RecallCheck
 from search.tagdb import LabelSet
 from search.vectors import append_vectors, file_rows, fsync_dir, open_vectors, row_bytes
 
@@ -220,9 +221,10 @@ class LibraryWriter:
         with self._writing("catalog"), self.session() as session, session.begin():
             catalog.delete_paths(session, list(paths))
 
-    def finish(self, *, flat_below: int = ann.FLAT_BELOW, rebuild: bool = False) -> IndexParams | None:
+    def finish(self, *, flat_below: int = ann.FLAT_BELOW, rebuild: bool = False, check: bool = True) -> IndexParams | None:
         """Bring the FAISS index up to the catalog: update it, or rebuild it from the stored vectors when
-        the rule says so, when ``rebuild`` is asked for, or when the current index file cannot be read."""
+        the rule says so, when ``rebuild`` is asked for, or when the current index file cannot be read.
+        A built IVF-PQ index then gets the recall self-check (``check``; see ``search.ann``)."""
         if self.dim is None:
             return None
         self._cut_torn_tail()
@@ -242,9 +244,55 @@ class LibraryWriter:
             assert current is not None and old_file is not None
             params = current
             index = self._updated_index(old_file, vectors, live)
+        checked: dict[str, Any] = {}
         if index is None:
             params = ann.choose_index_params(len(live), self.dim, flat_below=flat_below)
             index = ann.build_index(params, vectors, live)
+            checked = {"index_check": None}
+            if check and params.kind == "ivfpq":
+                index, params, result = self._tune(index, params, vectors, live)
+                checked = {"index_check": result.to_json()}
+        self._commit_index(index, params, rows, len(live), checked)
+        return params
+
+    def check(self, *, flat_below: int = ann.FLAT_BELOW) -> RecallCheck | None:
+        """The recall self-check on the current IVF-PQ index now, keeping what it chooses (None for an exact
+        index): what ``finish`` does after a build, for a library built without it (doctor, bench/ann.py)."""
+        self.finish(flat_below=flat_below, check=False)
+        snapshot = read_snapshot(self.engine)
+        params, name = snapshot.index_params, self.meta.get("index_file")
+        if self.dim is None or params is None or params.kind != "ivfpq" or name is None:
+            return None
+        vectors = open_vectors(self.vectors_path, self.dim, self.meta["dtype"], self.vector_rows)
+        index = ann.read_index(self.home / name, self.dim)
+        tuned, params, result = self._tune(index, params, vectors, snapshot.live)
+        values = {"index_params": params.to_json(), "index_check": result.to_json()}
+        if result.rebuilds:
+            self._commit_index(tuned, params, self.vector_rows, len(snapshot.live), values)
+        else:
+            self._set_meta(values)
+        return result
+
+    def _tune(self, index: faiss.Index, params: IndexParams, vectors: np.ndarray, live: np.ndarray) -> tuple[faiss.Index, IndexParams, RecallCheck]:
+        direction = self.meta.get("modality_direction")
+        return recall.tune(
+            index, params, vectors, live, lambda p: ann.build_index(p, vectors, live),
+            direction=None if direction is None else np.asarray(direction, dtype=np.float32),
+        )
+
+    def learn_modality(self, encode_text: Callable[[list[str]], Vectors]) -> None:
+        """Store the model's modality direction (once), for the text-like queries of the self-check."""
+        if self.dim is None or self.vector_rows == 0 or "modality_direction" in self.meta:
+            return
+        sample = np.unique(np.linspace(0, self.vector_rows - 1, min(self.vector_rows, 1000)).astype(np.int64))
+        self.set_modality_direction(recall.modality_direction(encode_text(list(recall.GENERIC_CAPTIONS)), self.stored(sample)))
+
+    def set_modality_direction(self, direction: np.ndarray) -> None:
+        self._set_meta({"modality_direction": [round(float(x), 6) for x in np.asarray(direction).reshape(-1)]})
+
+    def _commit_index(self, index: faiss.Index, params: IndexParams, rows: int, live: int, extra: dict[str, Any]) -> None:
+        """Write ``index`` to a new file and point the catalog at it (with ``extra`` meta) in one step."""
+        old_file = self.meta.get("index_file")
         generation = int(self.meta.get("generation", 0)) + 1
         new_file = f"index-{generation}.faiss"
         self._write_index(index, new_file)
@@ -255,14 +303,14 @@ class LibraryWriter:
                 "index_file": new_file,
                 "index_params": params.to_json(),
                 "index_rows": rows,
-                "index_live": len(live),
+                "index_live": live,
                 "last_indexed_at": utcnow().isoformat(),
+                **extra,
             }
         )
         faults.reached("index.committed")
         if old_file and old_file != new_file:
             (self.home / old_file).unlink(missing_ok=True)
-        return params
 
     def _updated_index(self, name: str, vectors: np.ndarray, live: np.ndarray) -> faiss.Index | None:
         """The current index brought up to ``live``, or None when its file cannot be read (then it is rebuilt)."""

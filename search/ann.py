@@ -17,12 +17,36 @@ The rule (``choose_index_params``):
     of CLIP-like data this gave recall@10 0.998 at 67x the exact QPS (bench/ann.py); the deeper
     re-rank is what lets 32 codes replace 64 (recall 0.986 with a depth of 200).
 * The index is retrained when the collection has grown past ``RETRAIN_GROWTH`` times the size it was
-  trained for, or shrunk so far that the rule would pick another kind.
+  trained for, or shrunk past ``RETRAIN_GROWTH`` times below it.
+* Hysteresis at the flat/IVF-PQ boundary: a flat index becomes IVF-PQ once the collection reaches
+  ``flat_below``, but an IVF-PQ index goes back to flat only below ``HYSTERESIS`` x ``flat_below`` (and
+  a flat index the self-check chose stays flat until the collection grows ``RETRAIN_GROWTH`` times), so
+  a library hovering around the threshold is rebuilt once, not on every run.
+
+The self-check (``search.recall``), after every build or retrain of an IVF-PQ index, because the rule
+above sees only the size and the dimension, never how tightly the vectors are packed:
+
+* it measures recall@``CHECK_K`` of the index as searches run it (candidates + exact re-rank) against an
+  exact scan of every live vector, on ``CHECK_QUERIES`` seeded image-like queries (stored vectors moved
+  by ``IMAGE_JITTER`` x the difference of two other stored vectors: a step the size of the data's own
+  spread, so tightly packed libraries are not let off easily) and, when the model is at hand (or a
+  modality direction was stored by an earlier run), as many text-like queries (stored vectors moved by
+  ``MODALITY_GAP`` along the modality direction: top-1 cosine ~0.3, as measured CLIP text-image pairs);
+* below ``RECALL_TARGET`` + ``CHECK_MARGIN`` (the margin covers the sampling error of 2,000 answers
+  and queries unlike the sample: bench/ann.py's fresh queries measured 0.974 where the sample said 0.981)
+  it takes the cheapest lever that reaches it, each one measured:
+  ``nprobe`` doubled up to ``nlist`` (stopping when it stops helping), then the re-rank depth doubled up
+  to ``MAX_RERANK``, then ``nprobe`` brought back down as far as the deeper re-rank allows; then finer PQ
+  codes (``m`` doubled while it divides the dimension and stays <= ``MAX_M`` bytes: a rebuild) with the
+  same ladder; and an exact (flat) index when nothing reaches the target;
+* cost: one exact scan for the ground truth (``CHECK_QUERIES`` x 2 queries over n vectors) and a few
+  hundred ANN queries per step; seconds at 1M (docs/BENCHMARKS.md, "ANN self-check").
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import faiss
@@ -36,6 +60,16 @@ MIN_POINTS_PER_CENTROID = 39
 RETRAIN_GROWTH = 4.0
 MAX_TRAINING_POINTS = 262_144
 ADD_BATCH = 65_536
+HYSTERESIS = 0.8
+
+RECALL_TARGET = 0.98
+CHECK_MARGIN = 0.01
+CHECK_K = 10
+CHECK_QUERIES = 200
+IMAGE_JITTER = 0.25
+MODALITY_GAP = 3.0
+MAX_RERANK = 3200
+MAX_M = 64
 
 
 def pq_subquantizers(dim: int) -> int:
@@ -70,15 +104,30 @@ def choose_index_params(n: int, dim: int, *, flat_below: int = FLAT_BELOW) -> In
 
 
 def needs_rebuild(current: IndexParams | None, n: int, dim: int, *, flat_below: int = FLAT_BELOW) -> bool:
-    """Whether the index must be rebuilt from the stored vectors instead of updated in place."""
-    wanted = choose_index_params(n, dim, flat_below=flat_below)
-    if current is None or current.kind != wanted.kind or current.dim != dim:
+    """Whether the index must be rebuilt from the stored vectors instead of updated in place (with the
+    hysteresis of the docstring above)."""
+    if current is None or current.dim != dim:
         return True
+    grown = n > RETRAIN_GROWTH * max(current.trained_on, 1)
     if current.kind == "flat":
-        return False
-    grown = n > RETRAIN_GROWTH * current.trained_on
+        wanted = choose_index_params(n, dim, flat_below=flat_below).kind
+        return wanted != "flat" and (not current.tuned or grown)
+    too_small = choose_index_params(n, dim, flat_below=math.floor(HYSTERESIS * flat_below)).kind == "flat"
     shrunk = n * RETRAIN_GROWTH < current.trained_on
-    return grown or shrunk
+    return too_small or grown or shrunk
+
+
+def rerank_depth(params: IndexParams, k: int) -> int:
+    """Candidates fetched from the index for ``k`` results (before any allowance for removed rows)."""
+    return max(params.rerank, 10 * k) if params.kind == "ivfpq" else k
+
+
+def finer_codes(params: IndexParams) -> IndexParams | None:
+    """The same index with twice the PQ sub-quantizers (a rebuild), or None when the codes cannot grow."""
+    m = 2 * params.m
+    if params.kind != "ivfpq" or m > min(MAX_M, params.dim) or params.dim % m:
+        return None
+    return replace(params, m=m)
 
 
 def new_index(params: IndexParams) -> faiss.Index:

@@ -46,7 +46,8 @@ def test_rebuild_rule() -> None:
     assert not ann.needs_rebuild(p, 60_000, 512)
     assert not ann.needs_rebuild(p, 200_000, 512)
     assert ann.needs_rebuild(p, 250_000, 512)  # grown more than 4x past its training size
-    assert ann.needs_rebuild(p, 49_000, 512)  # small again: back to exact
+    assert not ann.needs_rebuild(p, 49_000, 512)  # just under the threshold: kept (hysteresis)
+    assert ann.needs_rebuild(p, 39_000, 512)  # under HYSTERESIS x the threshold: back to exact
     assert ann.needs_rebuild(None, 10, 512)
     assert not ann.needs_rebuild(ann.choose_index_params(10, 512), 45_000, 512)
 
