@@ -30,7 +30,8 @@ from search.library import check_model, open_catalog, read_snapshot
 from search.records import ImageRecord, IndexParams, Vectors
 from search.recall import RecallCheck
 from search.tagdb import LabelSet
-from search.vectors import append_vectors, file_rows, fsync_dir, open_vectors, row_bytes
+from search.disk import REAL, Disk
+from search.vectors import append_vectors, file_rows, open_vectors, row_bytes
 
 VECTOR_DTYPE = "float16"
 log = logging.getLogger(__name__)
@@ -40,10 +41,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def acquire_lock(home: Path) -> int:
+def acquire_lock(home: Path, disk: Disk = REAL) -> int:
     """Take the library's writer lock without waiting; ``LibraryLocked`` (naming the holder's pid) when
     another process has it. The kernel drops the lock when its holder dies, even by SIGKILL."""
-    home.mkdir(parents=True, exist_ok=True)
+    disk.mkdir(home)
     fd = os.open(home / "lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -77,9 +78,10 @@ def write_failure(home: Path, what: str, err: BaseException) -> LibraryWriteErro
 class LibraryWriter:
     """Holds the library's lock from ``open`` to ``close``; use as a context manager."""
 
-    def __init__(self, home: Path, lock_fd: int) -> None:
+    def __init__(self, home: Path, lock_fd: int, disk: Disk = REAL) -> None:
         self.home = home
         self._lock_fd = lock_fd
+        self.disk = disk  # every file step a commit depends on goes through it (search.disk)
         # A damaged catalog or a vectors file shorter than the catalog is refused (LibraryCorrupt): appending
         # to a short file would silently give the missing rows zero vectors.
         try:
@@ -87,15 +89,17 @@ class LibraryWriter:
         except OperationalError as err:  # e.g. no room for the write-ahead log
             raise write_failure(home, "catalog", err) from err
         self.meta: dict[str, Any] = snapshot.meta
+        with self._writing("catalog"):
+            self.disk.fsync_dir(home)  # a new catalog's name, before any file it names is written
         self._labels: LabelSet | None | bool = False  # False: not read yet
         self._cleanup()
 
     @classmethod
-    def open(cls, home: Path) -> LibraryWriter:
+    def open(cls, home: Path, *, disk: Disk = REAL) -> LibraryWriter:
         home = Path(home).expanduser()
-        fd = acquire_lock(home)
+        fd = acquire_lock(home, disk)
         try:
-            return cls(home, fd)
+            return cls(home, fd, disk)
         except BaseException:
             release_lock(fd)
             raise
@@ -155,7 +159,7 @@ class LibraryWriter:
             stale_temp = path.name.endswith(".tmp")
             orphan = path.name.startswith(("vectors-", "index-")) and path.name not in keep
             if stale_temp or orphan:
-                path.unlink(missing_ok=True)
+                self.disk.unlink(path)
 
     # --- model ---------------------------------------------------------------------------------------
 
@@ -207,7 +211,7 @@ class LibraryWriter:
             assert self.dim is not None
             with self._writing("vectors file"):
                 faults.reached("vectors.append")
-                first = append_vectors(self.vectors_path, vectors, self.meta["dtype"], self.vector_rows)
+                first = append_vectors(self.vectors_path, vectors, self.meta["dtype"], self.vector_rows, self.disk)
             faults.reached("vectors.appended")
         rows = [replace(rec, faiss_id=first + i) for i, rec in enumerate(embedded)]
         last_rows = first + len(embedded)
@@ -310,7 +314,7 @@ class LibraryWriter:
         )
         faults.reached("index.committed")
         if old_file and old_file != new_file:
-            (self.home / old_file).unlink(missing_ok=True)
+            self.disk.unlink(self.home / old_file)
 
     def _updated_index(self, name: str, vectors: np.ndarray, live: np.ndarray) -> faiss.Index | None:
         """The current index brought up to ``live``, or None when its file cannot be read (then it is rebuilt)."""
@@ -333,23 +337,22 @@ class LibraryWriter:
             with self._writing("index"):
                 faults.reached("index.write")
                 try:
-                    faiss.write_index(index, str(tmp))
+                    self.disk.write_file(tmp, lambda target: faiss.write_index(index, target))
                 except RuntimeError as err:  # faiss reports a failed write (ENOSPC, EIO) as RuntimeError
                     raise write_failure(self.home, "index", err) from err
-                with open(tmp, "rb+") as fh:
-                    os.fsync(fh.fileno())
+                self.disk.fsync(tmp)
                 faults.reached("index.tmp_written")
-                os.replace(tmp, path)
-                fsync_dir(self.home)
+                self.disk.replace(tmp, path)
+                self.disk.fsync_dir(self.home)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            self.disk.unlink(tmp)
             raise
 
     def _cut_torn_tail(self) -> None:
         """Drop rows a killed run appended but never committed, so the file holds exactly the committed rows."""
         if self.dim is not None and self.torn_tail() > 0:
             with self._writing("vectors file"):
-                os.truncate(self.vectors_path, self.vector_rows * row_bytes(self.dim, self.meta["dtype"]))
+                self.disk.truncate(self.vectors_path, self.vector_rows * row_bytes(self.dim, self.meta["dtype"]))
 
     def torn_tail(self) -> int:
         """Rows written after the last commit by a killed run (overwritten by the next append)."""

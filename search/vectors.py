@@ -7,11 +7,11 @@ are committed, so a torn tail left by a kill is never read and is cut off by the
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from search.disk import REAL, Disk
 from search.records import Vectors
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -36,30 +36,20 @@ def open_vectors(path: Path, dim: int, dtype: str, rows: int) -> np.ndarray:
     return np.memmap(path, dtype=DTYPES[dtype], mode="r", shape=(rows, dim))
 
 
-def append_vectors(path: Path, vectors: Vectors, dtype: str, committed_rows: int) -> int:
+def append_vectors(path: Path, vectors: Vectors, dtype: str, committed_rows: int, disk: Disk = REAL) -> int:
     """Write ``vectors`` after the first ``committed_rows`` rows, durably. Returns the first new row.
 
-    Anything after ``committed_rows`` (a tail from a killed run) is overwritten.
+    Anything after ``committed_rows`` (a tail from a killed run) is overwritten. The first append also makes
+    the file's name durable (``search.disk``): a power cut must not leave committed rows without their file.
     """
     data = np.ascontiguousarray(vectors, dtype=DTYPES[dtype])
     width = row_bytes(vectors.shape[1], dtype)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        os.ftruncate(fd, committed_rows * width)
-        os.lseek(fd, committed_rows * width, os.SEEK_SET)
-        view = memoryview(data).cast("B")
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    created = disk.write_at(path, committed_rows * width, memoryview(data).cast("B"))
+    disk.fsync(path)
+    if created or committed_rows == 0:
+        disk.fsync_dir(path.parent)
     return committed_rows
 
 
 def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    REAL.fsync_dir(folder)
