@@ -307,8 +307,10 @@ def test_retrieval_on_the_trained_model_in_every_format(semantic_model: Path, se
         figures[name] = (data["text_to_image"], data["image_to_text"])
     assert figures["karpathy"] == figures["coco"] == figures["csv"]
     t2i, i2t = figures["csv"]
-    assert t2i["R@1"] >= 0.5 and i2t["R@1"] >= 0.5, figures  # chance: 0.1
-    assert t2i["R@5"] >= 0.9 and i2t["R@5"] >= 0.9, figures  # chance: 0.5 and 0.25 + some
+    # chance: text-to-image R@1 0.1, R@5 0.5; image-to-text (2 own captions of 20) R@1 0.1, R@5 0.45
+    # measured (docs/QUALITY.md): text-to-image 0.85 / 1.0, image-to-text 0.5 / 0.9
+    assert t2i["R@1"] >= 0.5 and t2i["R@5"] >= 0.9, figures
+    assert i2t["R@1"] >= 0.3 and i2t["R@5"] >= 0.7, figures
 
 
 def test_eval_ann_on_an_ivfpq_library(semantic_model: Path, semantic_images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
