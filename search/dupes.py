@@ -15,14 +15,15 @@ The rule:
   quality 30-90, half size, a 5 % crop, a 3° rotation) against unrelated photos; the measured precision
   and recall of pairs are in docs/BENCHMARKS.md ("Duplicates") and held by ``tests/test_dupes.py``.
 * Keeper: the member with the most pixels, then the oldest (capture time, else modification time),
-  then the shortest path. Files with the same content hash as the keeper are byte-identical copies.
+  then the shortest path. Files with the same content hash are byte-identical copies: each member
+  names the first one before it with its bytes (``same_bytes_as``), the keeper's copies are flagged.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,6 +58,7 @@ class Member:
     record: ImageRecord
     score: float  # cosine to the keeper (1 for the keeper)
     identical: bool  # same content hash as the keeper (byte-identical); False for the keeper itself
+    same_bytes_as: str | None = None  # the first member before this one with the same content hash
 
     @property
     def when(self) -> datetime:
@@ -74,6 +76,7 @@ class Member:
             "content_hash": rec.content_hash,
             "score": round(self.score, 6),
             "identical_to_keeper": self.identical,
+            "same_bytes_as": self.same_bytes_as,
         }
 
 
@@ -267,8 +270,15 @@ def make_cluster(records: Sequence[ImageRecord], vectors: np.ndarray) -> Cluster
         Member(rec, float(score), bool(rec.content_hash) and rec.content_hash == keeper.content_hash)
         for rec, score in zip(ordered[1:], scores[1:], strict=True)
     ]
-    others = sorted(members[1:], key=lambda m: (-m.score, m.record.path))
-    return Cluster((members[0], *others))
+    ordered_members = [members[0], *sorted(members[1:], key=lambda m: (-m.score, m.record.path))]
+    first_with: dict[str, str] = {}
+    out = []
+    for member in ordered_members:
+        digest = member.record.content_hash
+        out.append(replace(member, same_bytes_as=first_with.get(digest)) if digest else member)
+        if digest:
+            first_with.setdefault(digest, member.record.path)
+    return Cluster(tuple(out))
 
 
 def find_clusters(library: Any, threshold: float = DEFAULT_THRESHOLD, *, neighbours: int = NEIGHBOUR_LISTS) -> list[Cluster]:
