@@ -256,7 +256,7 @@ def _catalog_finding(home: Path) -> Finding | None:
         return Finding("catalog-missing", Severity.ERROR, f"The catalog {catalog_path(home)} is missing but the library's vectors are there; without it they cannot be matched to files.", SET_ASIDE.format(home=home))
     if home.is_dir() and any(p.is_dir() and p.name.startswith("damaged-") for p in home.iterdir()):
         return Finding("set-aside", Severity.NOTE, f"The library in {home} is empty: its damaged files were set aside in {home}/damaged-*/; run `viewfinder index FOLDER --home {home}` to build it again.", None)
-    return Finding("no-library", Severity.ERROR, f"There is no Viewfinder library in {home}.", None)
+    return Finding("no-library", Severity.ERROR, f"There is no Viewfinder library in {home}: run `viewfinder index FOLDER --home {home}` first.", None)
 
 
 def _read_catalog(home: Path) -> tuple[Snapshot | None, Finding | None]:

@@ -127,6 +127,7 @@ def batches(items: Iterable[Loaded], batch_size: int) -> Iterator[list[Loaded]]:
 
 
 BAD_NAME = "the file name is not valid UTF-8 (rename the file to index it)"
+NOT_AN_IMAGE = "not an image (neither its name nor its content says it is one)"
 
 
 def printable(path: str) -> str:
@@ -194,6 +195,7 @@ def index_paths(
     report.gone = [{"path": g, "removed": sum(catalog.is_under(p, g) for p in plan.removed)} for g in gone]
     report.unchanged = plan.unchanged
     report.skipped.extend({"path": printable(p), "reason": BAD_NAME} for p in bad_names)
+    report.skipped.extend({"path": printable(p), "reason": NOT_AN_IMAGE} for p in found.not_images)
     report.unreadable_folders = [{"path": printable(p), "reason": r} for p, r in found.unreadable if p not in gone]
 
     lazy = LazyEncoder(encoder_factory, on_load=lambda enc: writer.bind(model_id, enc.dim))

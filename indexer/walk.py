@@ -22,6 +22,7 @@ class FoundFile:
 class WalkResult:
     files: list[FoundFile] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (folder or file, reason)
+    not_images: list[str] = field(default_factory=list)  # files named as roots that are not images
 
     @property
     def unreadable_dirs(self) -> list[str]:
@@ -43,8 +44,8 @@ def walk(roots: Iterable[Path], *, is_candidate: Callable[[Path], bool] = is_ima
             continue
         if stat.S_ISDIR(st.st_mode):
             _walk_dir(root_path, result, seen_dirs, seen_files, is_candidate)
-        else:
-            _add_file(root_path, st, result, seen_files, is_candidate)
+        elif not _add_file(root_path, st, result, seen_files, is_candidate):
+            result.not_images.append(str(root_path))  # named on purpose: say so (in a folder it is ignored)
     return result
 
 
@@ -76,9 +77,13 @@ def _walk_dir(top: Path, result: WalkResult, seen_dirs: set, seen_files: set, is
         stack.extend(reversed(subdirs))  # depth-first, in name order
 
 
-def _add_file(path: Path, st: os.stat_result, result: WalkResult, seen_files: set, is_candidate: Callable[[Path], bool]) -> None:
+def _add_file(path: Path, st: os.stat_result, result: WalkResult, seen_files: set, is_candidate: Callable[[Path], bool]) -> bool:
+    """Lists the file once; False when it is not an image candidate."""
     key = (st.st_dev, st.st_ino)
-    if key in seen_files or not is_candidate(path):
-        return
+    if key in seen_files:
+        return True
+    if not is_candidate(path):
+        return False
     seen_files.add(key)
     result.files.append(FoundFile(path=str(path), size=st.st_size, mtime_ns=st.st_mtime_ns))
+    return True

@@ -191,7 +191,7 @@ def test_rgba_composited_on_white() -> None:
     arr[0, 1] = (255, 0, 0, 255)  # opaque red
     arr[0, 2] = (255, 0, 0, 128)  # half red on white
     arr[1, :] = (0, 0, 255, 255)
-    im, info = decode_image(encode(Image.fromarray(arr, "RGBA"), "PNG"))
+    im, info = decode_image(encode(Image.fromarray(arr), "PNG"))  # RGBA from the shape: no deprecated mode argument
     assert im.mode == "RGB"
     assert px(im, (0, 0)) == WHITE
     assert px(im, (1, 0)) == RED

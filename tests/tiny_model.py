@@ -87,7 +87,18 @@ def build_clip_tokenizer_files(dest: Path) -> None:
 
 
 def _clip_tokenizer(files_dir: Path):
+    import inspect
+
     from transformers import CLIPTokenizer
+
+    if "vocab_file" in inspect.signature(CLIPTokenizer.__init__).parameters:  # transformers 4 (the floor)
+        from transformers import CLIPTokenizerFast
+
+        return CLIPTokenizerFast(
+            vocab_file=str(files_dir / "vocab.json"),
+            merges_file=str(files_dir / "merges.txt"),
+            model_max_length=CLIP_MAX_POSITIONS,
+        )
 
     # transformers 5: CLIPTokenizer is the tokenizers-library backed class (no
     # separate CLIPTokenizerFast).  Its __init__ takes vocab/merges *objects* and
@@ -99,6 +110,14 @@ def _clip_tokenizer(files_dir: Path):
     lines = (files_dir / "merges.txt").read_text(encoding="utf-8").splitlines()
     merges = [tuple(line.split(" ")) for line in lines if line and not line.startswith("#version")]
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=CLIP_MAX_POSITIONS)
+
+
+def _quiet_transformers() -> None:
+    """No progress bars ("Writing model shards: 100%") or warnings on stderr: `make demo MODEL=tiny` runs this."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 def _pil_image_processor(name: str, **kwargs):
@@ -124,6 +143,7 @@ def build_tiny_clip(
     import torch
     from transformers import CLIPConfig, CLIPModel, CLIPProcessor
 
+    _quiet_transformers()
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
 
@@ -253,6 +273,7 @@ def build_tiny_siglip(
     import torch
     from transformers import SiglipConfig, SiglipModel, SiglipProcessor
 
+    _quiet_transformers()
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     tokenizer = _siglip_tokenizer()
