@@ -25,12 +25,12 @@ from sqlalchemy.orm import Session
 
 from indexer import faults, tagging
 from search import ann, catalog, recall, tagdb
+from search.disk import REAL, Disk
 from search.errors import LibraryLocked, LibraryWriteError, ModelMismatch
 from search.library import check_model, open_catalog, read_snapshot
 from search.records import ImageRecord, IndexParams, Vectors
 from search.recall import RecallCheck
 from search.tagdb import LabelSet
-from search.disk import REAL, Disk
 from search.vectors import append_vectors, file_rows, open_vectors, row_bytes
 
 VECTOR_DTYPE = "float16"

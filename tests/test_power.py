@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conftest import write_image
-from test_kill import FLAT_BELOW, check_complete, check_open_after_kill, corpus_files, encoder, resume  # noqa: F401
+from test_kill import (  # noqa: F401
+    FLAT_BELOW,
+    check_complete,
+    check_open_after_kill,
+    corpus_files,
+    encoder,
+    resume,
+)
 
 from indexer.run import index_paths
 from indexer.writer import LibraryWriter

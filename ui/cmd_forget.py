@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from ui.clikit import HomeOpt, JsonOpt, app, emit_json, raise_usage, settings_for, user_errors
+from ui.clikit import (
+    HomeOpt,
+    JsonOpt,
+    app,
+    emit_json,
+    raise_usage,
+    settings_for,
+    user_errors,
+)
 
 SHOWN = 5  # paths listed in the text output; --json lists them all
 
