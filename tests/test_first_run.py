@@ -12,7 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import Cli
+from streamlit.testing.v1 import AppTest
 from test_kill import make_collection
 
 from search.library import Library
@@ -25,7 +27,7 @@ def run_index(root: Path, home: Path, model: Path, *extra: str, env: dict[str, s
     return subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
 
 
-def test_info_after_a_killed_first_run(tmp_path: Path, tiny_clip: Path) -> None:
+def test_info_after_a_killed_first_run(tmp_path: Path, tiny_clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = make_collection(tmp_path / "photos", 12)
     home = tmp_path / "library"
     killed = run_index(root, home, tiny_clip, env={"VIEWFINDER_FAULT": "index.train"})  # 3 batches committed, no index
@@ -38,6 +40,12 @@ def test_info_after_a_killed_first_run(tmp_path: Path, tiny_clip: Path) -> None:
     assert "never\n" not in text and "index: none" not in text
     assert re.search(r"index: pending: 12 committed images are searchable", text), text
     assert re.search(r"last indexed: never finished \(a run was interrupted, last batch committed \S+; 12 images committed\)", text), text
+    monkeypatch.setenv("VIEWFINDER_DEVICE", "cpu")  # the web page's facts say the same
+    monkeypatch.setattr(sys, "argv", ["app.py", "--home", str(home)])
+    page = AppTest.from_file(str(Path(__file__).parents[1] / "ui" / "app.py"), default_timeout=120).run()
+    assert not page.exception, [e.value for e in page.exception]
+    sidebar = page.sidebar.markdown[0].value
+    assert "Index: pending: 12 committed images are searchable" in sidebar and "Last indexed: never finished" in sidebar, sidebar
     lib = Library.open(home)  # what info says: all 12 are searchable
     try:
         assert len(lib.search_vector(lib.vector(int(lib.snapshot.live[0])), k=20)) == 12

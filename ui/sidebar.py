@@ -9,6 +9,7 @@ import streamlit as st
 
 from search.filters import Facets, Filter
 from search.records import LibraryInfo
+from ui.infotext import index_line, last_indexed_line
 
 PAGE_SIZES = (12, 24, 48, 96)
 DEFAULT_PAGE_SIZE = 24
@@ -39,8 +40,9 @@ def facts(info: LibraryInfo) -> None:
                 f"- Images indexed: **{info.images}**",
                 f"- Skipped: **{info.skipped}**",
                 f"- Model: `{model_name(info.model) or '(none yet)'}`",
-                f"- Index: {kind}" + (f" ({exact})" if exact else ""),
-                f"- Last indexed: {when(info.last_indexed_at)}",
+                f"- Index: {index_line(info.to_json())}" if info.pending else f"- Index: {kind}" + (f" ({exact})" if exact else ""),
+                f"- Last indexed: {when(info.last_indexed_at)}" if info.last_indexed_at and not info.pending
+                else f"- Last indexed: {last_indexed_line(info.to_json())}",
             ]
         ),
         help=f"Library folder: {info.home}\n\nModel: {info.model}",
