@@ -28,7 +28,7 @@ from ui.launch import MAX_UPLOAD_MB
 
 T = TypeVar("T")
 
-TOKEN_ENV = "VIEWFINDER_TOKEN"
+TOKEN_ENV = serverfile.TOKEN_ENV
 HOME_HEADER = "X-Viewfinder-Home"  # every response names the library it served
 CONNECT_TIMEOUT = 1.0  # seconds; a local server answers in milliseconds
 READ_TIMEOUT = 120.0  # a first query after a big index run reloads the index

@@ -20,10 +20,10 @@ import typer
 
 from search.errors import ViewfinderError
 from ui import serverfile
-from ui.client import TOKEN_ENV, Remote, ServerGone
 from ui.clikit import DeviceOpt, HomeOpt, ModelOpt, app, raise_usage, settings_for, user_errors
 
 DEFAULT_PORT = 8765
+TOKEN_ENV = serverfile.TOKEN_ENV
 
 
 def is_loopback(host: str) -> bool:
@@ -53,6 +53,8 @@ def bind(host: str, port: int) -> socket.socket:
 def live_server(home: Path) -> serverfile.ServerInfo | None:
     """The server named by ``HOME/server.json`` if it is still up and serving this library, else None
     (no file, or a stale one: its process is gone or its port does not answer as this library)."""
+    from ui.client import Remote, ServerGone
+
     info = serverfile.read(home)
     if info is None or not serverfile.pid_alive(info.pid):
         return None
@@ -99,15 +101,15 @@ def serve(
             raise ViewfinderError(f"{running.url} (pid {running.pid}) already serves {settings.home}; stop it first, or use it.")
         sock = bind(host, port)
         try:
-            app_, state, ready, stopped = _build(settings, sock, host, token)
+            app_, state, stopped = _build(settings, sock, host, token)
         except BaseException:
             sock.close()
             raise
-    _run(app_, sock, access_log, settings.home, ready, stopped)
+    _run(app_, sock, access_log, stopped)
     state.close()
 
 
-def _build(settings: Any, sock: socket.socket, host: str, token: str | None) -> tuple[Any, Any, Any, Any]:
+def _build(settings: Any, sock: socket.socket, host: str, token: str | None) -> tuple[Any, Any, Any]:
     from ui.server import create_app, open_state
 
     typer.echo(f"Viewfinder: loading {settings.home}…", err=True)
@@ -125,10 +127,10 @@ def _build(settings: Any, sock: socket.socket, host: str, token: str | None) -> 
     def stopped() -> None:
         serverfile.remove(state.home, info.pid)
 
-    return create_app(state, token=token, on_ready=ready, on_stop=stopped), state, ready, stopped
+    return create_app(state, token=token, on_ready=ready, on_stop=stopped), state, stopped
 
 
-def _run(app_: Any, sock: socket.socket, access_log: bool, home: Path, ready: Any, stopped: Any) -> None:
+def _run(app_: Any, sock: socket.socket, access_log: bool, stopped: Any) -> None:
     import uvicorn
 
     config = uvicorn.Config(app_, log_level="info", access_log=access_log, lifespan="on", server_header=False, log_config=None)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 SERVER_FILE = "server.json"
+TOKEN_ENV = "VIEWFINDER_TOKEN"  # the token of a server started with one, for `serve` and for clients
 
 
 @dataclass(frozen=True, slots=True)
