@@ -4,9 +4,12 @@ Endpoints (OpenAPI at ``/docs`` and ``/openapi.json``):
 
 - ``GET /health``: alive, which library, how many queries it has answered.
 - ``GET /info``: the library's facts (as ``viewfinder info --json``).
-- ``POST /search``: ``{"text", "k", "model"}`` -> ``{"hits": [...]}`` (hits as ``viewfinder search --json``).
+- ``POST /search``: ``{"query": Query.to_json(), "model"}`` (every option of the CLI; ``search.query``) or
+  the shorthand ``{"text", "k"}`` -> ``Results.to_json()``: ``{"hits", "cut", "matched", "notices", "more"}``
+  (hits as ``viewfinder search --json``). Image terms are paths the library holds (404 otherwise: the
+  server reads no other file) or, in a multipart body, parts ``term-<i>`` beside the ``query`` field.
 - ``POST /similar``: JSON ``{"path", "k", "model"}`` for an indexed image (its stored vector: no file is
-  read), or a multipart upload (field ``image``, plus ``k``); anything else -> 404.
+  read), or a multipart upload (field ``image``, plus ``k``); any other path -> 404.
 - ``GET /thumb?path=&size=``: a JPEG thumbnail of an *indexed* file (``search.thumbs``); any other path -> 404.
 
 Every answer carries ``X-Viewfinder-Home`` (the library served) so a client can tell it reached the right
