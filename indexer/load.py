@@ -76,6 +76,7 @@ def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: i
         return
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="viewfinder-load")
     pending: deque = deque()
+    interrupted = False
     try:
         for item in items:
             pending.append(pool.submit(fn, item))
@@ -83,5 +84,8 @@ def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: i
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+    except KeyboardInterrupt:
+        interrupted = True  # answer Ctrl-C now: a worker may be waiting for the model (run.LazyEncoder)
+        raise
     finally:  # on an error or an abandoned generator, drop the work not started yet
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=not interrupted, cancel_futures=True)

@@ -80,32 +80,56 @@ class IndexReport:
 
 class LazyEncoder:
     """Loads the model the first time a file actually needs embedding (thread-safe): a run that only
-    finds unchanged files or renames never pays for it."""
+    finds unchanged files or renames never pays for it.
+
+    The load (imports included: seconds) runs in a daemon thread that callers wait for, so Ctrl-C during
+    it is answered at once: ``abandon()`` releases the waiting decoder threads and the process exits
+    without waiting for the load to finish (as after a kill, nothing half-done is left: ``on_load``
+    commits in one transaction)."""
 
     def __init__(self, factory: Callable[[], Encoder], on_load: Callable[[Encoder], None]) -> None:
         self._factory, self._on_load = factory, on_load
         self._encoder: Encoder | None = None
         self._failure: BaseException | None = None
         self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._started = False
 
     @property
     def loaded(self) -> Encoder | None:
         """The model if this run has loaded it, else None (never loads it)."""
         return self._encoder
 
+    def _load(self) -> None:
+        try:
+            encoder = self._factory()
+            self._on_load(encoder)
+            self._encoder = encoder
+        except BaseException as err:  # noqa: BLE001 - handed to every caller of get()
+            self._failure = err
+        finally:
+            self._done.set()
+
     def get(self) -> Encoder:
         with self._lock:
-            if self._failure is not None:  # every waiting worker gets the first failure, not a new attempt
-                raise self._failure
-            if self._encoder is None:
-                try:
-                    encoder = self._factory()
-                    self._on_load(encoder)
-                except BaseException as err:
-                    self._failure = err
-                    raise
-                self._encoder = encoder
-            return self._encoder
+            if not self._started:
+                self._started = True
+                threading.Thread(target=self._load, name="viewfinder-model-load", daemon=True).start()
+        self._done.wait()  # interruptible, unlike a join of the thread doing the load
+        if self._failure is not None:  # every waiting worker gets the first failure, not a new attempt
+            raise self._failure
+        assert self._encoder is not None
+        return self._encoder
+
+    def abandon(self) -> None:
+        """The run stops (Ctrl-C, an error): whoever still waits for the model stops waiting."""
+        if not self._done.is_set():
+            self._failure = self._failure or RunAbandoned("the run stopped before the model was loaded")
+            self._done.set()
+
+
+class RunAbandoned(Exception):
+    """What a decoder thread waiting for the model gets when the run stops first."""
 
 
 def default_workers() -> int:
@@ -208,6 +232,9 @@ def index_paths(
         for group in batches(stream, batch_size):
             _commit_group(group, writer, lazy, known, report, limit)
             progress.advance(len(group))
+    except BaseException:
+        lazy.abandon()  # Ctrl-C while the model loads: the decoder threads stop waiting for it
+        raise
     finally:
         progress.finish()
     progress.stage("reading metadata a newer Viewfinder keeps (no re-embedding)")
