@@ -128,13 +128,21 @@ def _fit(mask: np.ndarray, length: int) -> np.ndarray:
 
 def _ranked(library: Any, embedded: Embedded, n: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     ids, scores = library.rank(embedded.vector, n, allowed)
-    own = embedded.self_id
+    return self_first(library, ids, scores, embedded.self_id, embedded.vector, n, allowed)
+
+
+def self_first(
+    library: Any, ids: np.ndarray, scores: np.ndarray, own: int | None, query: Vectors, n: int, allowed: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ranked (ids, scores) with the query image ``own`` first, scored exactly, whether the index returned
+    it or not and however many byte-identical copies tie with it; left out only where the snapshot or
+    ``allowed`` leaves it out (``Searcher.similar`` uses it too)."""
     if own is None or own >= len(library.allowed) or not library.allowed[own]:
         return ids, scores
     if allowed is not None and not (own < len(allowed) and allowed[own]):
         return ids, scores
+    own_score = float(ann.rerank(np.asarray(query, np.float32).reshape(1, -1), np.array([own]), library.vectors, library.allowed, 1)[1][0])
     rest = ids != own
-    own_score = float(ann.rerank(embedded.vector.reshape(1, -1), np.array([own]), library.vectors, library.allowed, 1)[1][0])
     ids = np.concatenate([[own], ids[rest]])[: max(n, 1)]
     scores = np.concatenate([[own_score], scores[rest]])[: max(n, 1)]
     return ids.astype(np.int64), scores.astype(np.float32)

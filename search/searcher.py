@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
 
-from search import ann
 from search.encoder import Encoder
 from search.errors import ImageDecodeError, QueryError
 from search.images import decode_image, read_image_info
@@ -69,11 +67,12 @@ class Searcher:
     def similar(self, image: ImageQuery, k: int = 20, allowed: np.ndarray | None = None) -> list[Hit]:
         """Images like the given one: a path (an indexed file uses its stored vector), bytes, a file object
         or a PIL image. The image itself, when indexed, comes first with a score of about 1, whatever the
-        index returns and however many byte-identical copies it has (``self_first``)."""
+        index returns and however many byte-identical copies it has (``querying.self_first``)."""
         self.library.ensure_searchable()
         own = self.indexed_id(image)
         query = self.image_vector(image)
-        return self_first(self.library, self.library.search_vector(query, k, allowed), own, query, k, allowed)
+        ids, scores = querying.self_first(self.library, *self.library.rank(query, k, allowed), own, query, k, allowed)
+        return self.library.hits(ids, scores)
 
     def indexed_id(self, image: ImageQuery) -> int | None:
         """The FAISS id of an image given by the path of an indexed file; None for anything else."""
@@ -101,19 +100,3 @@ class Searcher:
         except ImageDecodeError as err:
             raise QueryError(f"The query image cannot be used: {err.reason}.") from err
         return self.encoder.encode_images([decoded])[0]
-
-
-def self_first(library: Library, hits: list[Hit], own: int | None, query: Vectors, k: int, allowed: np.ndarray | None = None) -> list[Hit]:
-    """``hits`` with the query image ``own`` first: moved ahead of equal scores (its duplicates), or scored
-    exactly and put in when the index did not return it; left out only where the snapshot or ``allowed``
-    leaves it out."""
-    if own is None:
-        return hits
-    mine = [h for h in hits if h.record.faiss_id == own]
-    in_view = own < len(library.allowed) and library.allowed[own] and (allowed is None or (own < len(allowed) and allowed[own]))
-    if not mine and in_view:
-        ids, scores = ann.rerank(query, np.array([own], dtype=np.int64), library.vectors, library.allowed, 1)
-        records = library.records(ids)
-        mine = [Hit(rank=1, score=float(score), record=records[int(fid)]) for fid, score in zip(ids, scores, strict=True) if int(fid) in records]
-    rest = [h for h in hits if h.record.faiss_id != own]
-    return [replace(h, rank=rank) for rank, h in enumerate([*mine, *rest][:k], start=1)]

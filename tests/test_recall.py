@@ -21,6 +21,7 @@ from indexer.writer import LibraryWriter
 from search import ann, recall
 from search.library import Library
 from search.records import IndexParams
+from search.searcher import Searcher
 from test_ann import fill
 from tiny_model import build_tiny_clip
 
@@ -243,6 +244,10 @@ def test_similar_finds_itself_first_with_duplicates(tmp_path: Path, clip64: Path
     run_cli(["index", str(root), "--model", str(clip64)], home, flat_below=50_000)
     copies = [root / n for n in ("007.png", "copy-a.png", "copy-b.png", "zz-copy-c.png")]
     assert_finds_itself(home, clip64, copies, flat_below=50_000)
+    searcher = Searcher(Library.open(home), lambda: pytest.fail("an indexed image needs no model"))
+    for path in copies:  # the Python API too
+        hits = searcher.similar(path, k=3)
+        assert hits[0].path == str(path) and [h.rank for h in hits] == [1, 2, 3]
 
 
 @pytest.fixture(scope="module")
