@@ -38,7 +38,7 @@ def _squash(text: str) -> str:
 def test_top_level_help_lists_every_command() -> None:
     out = _render()
     for name in _command_names():
-        assert re.search(rf"^\W*{re.escape(name)}\s", out, re.M), f"{name} missing from:\n{out}"
+        assert re.search(rf"^\W*{re.escape(name)}\s", out, re.MULTILINE), f"{name} missing from:\n{out}"
     assert not TYPE_LABEL.search(out), out
 
 
