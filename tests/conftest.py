@@ -20,10 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # FAISS builds 20x faster on a busy 2-core box (no spinning)
 # The model runs in torch unless a test asks for another backend (tests/test_backend_onnx.py tests
 # --backend onnx and auto): auto would export every test library's model to ONNX first.
 os.environ.setdefault("VIEWFINDER_BACKEND", "torch")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # FAISS builds 20x faster on a busy 2-core box (no spinning)
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +35,23 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def other_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Another model (different weights and dimension) for mismatch tests."""
     return build_tiny_clip(tmp_path_factory.mktemp("other-clip"), seed=1, projection_dim=24)
+
+
+SEMANTIC_MODEL = Path(__file__).parent / "data" / "fashion-clip"  # tests/semantic/train_clip.py rebuilds it
+SEMANTIC_IMAGES = Path(__file__).parent / "data" / "fashion-heldout"  # <class>/<nn>.png, never trained on
+
+
+@pytest.fixture(scope="session")
+def semantic_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small CLIP trained on Fashion-MNIST (a copy of tests/data/fashion-clip): the model with meaning."""
+    return Path(shutil.copytree(SEMANTIC_MODEL, tmp_path_factory.mktemp("semantic") / "fashion-clip"))
+
+
+@pytest.fixture(scope="session")
+def semantic_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Held-out Fashion-MNIST test images, 40 per class in folders named by class (``sneaker/07.png``).
+    Shared by the session: a test that moves, deletes or adds files works on its own copy."""
+    return Path(shutil.copytree(SEMANTIC_IMAGES, tmp_path_factory.mktemp("semantic-images") / "fashion"))
 
 
 def write_image(path: Path, seed: int, size: tuple[int, int] = (96, 72), fmt: str | None = None) -> Path:
