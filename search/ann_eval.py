@@ -12,6 +12,10 @@
 * A warning when the re-ranked recall@k (the one users get) is below ``WARN_BELOW`` for any k.
 
 A flat (exact) index scores 1.0 by construction; IVF-PQ indexes are where this says something.
+
+``search.recall`` (the index's own self-check after each build) measures recall@10 the same way on
+perturbed queries; this module keeps its own scan because it leaves each query's row out and handles
+libraries with fewer than k other images (``tie_aware_recall`` counts only the rows that exist).
 """
 
 from __future__ import annotations
@@ -156,7 +160,7 @@ def measure_ann(
     truth = exact_topk(vectors, live, qs, picks, kmax)
     exact_seconds = time.perf_counter() - started
     stale = max(0, index.ntotal - len(live))
-    depth = (max(params.rerank, 10 * (kmax + 1)) if params.kind == "ivfpq" else kmax + 1) + stale  # as search.library
+    depth = ann.rerank_depth(params, kmax + 1) + stale  # the depth searches use (+1: the query's own row)
     raw_found, reranked_found, raw_ms, reranked_ms = [], [], [], []
     for query, own in zip(qs, picks, strict=True):
         q = query.reshape(1, -1)
