@@ -281,3 +281,25 @@ def test_sigkill_then_the_cli_falls_back_and_a_new_server_replaces_the_stale_fil
         assert "Traceback" not in again.log.read_text()
     finally:
         stop(again)
+
+
+def test_a_stale_file_is_ignored_whatever_made_it_stale(tmp_path: Path) -> None:
+    """Its pid gone, or its pid alive (reused) but nothing of this library's behind its port."""
+    import socket
+
+    from ui.client import ask_server
+
+    with socket.socket() as sock:  # a port that was free a moment ago and has nobody listening now
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    for pid in (int(dead.stdout), os.getpid()):
+        info = serverfile.ServerInfo(host="127.0.0.1", port=port, pid=pid, home=serverfile.library_id(tmp_path), token_required=False, started_at="")
+        serverfile.write(tmp_path, info)
+        assert serverfile.read(tmp_path) == info
+        assert ask_server(tmp_path, None, False, lambda remote: remote.request("GET", "/health")) is None
+    serverfile.remove(tmp_path, pid=os.getpid() + 1)  # not ours: left alone
+    assert serverfile.read(tmp_path) is not None
+    serverfile.remove(tmp_path, pid=os.getpid())
+    assert not serverfile.server_file(tmp_path).exists()
+    assert not list(tmp_path.glob(".server-*"))  # no temporary file left by the atomic writes
