@@ -165,41 +165,123 @@ RESULT_IMAGES = """[...document.querySelectorAll('[data-testid="stMain"] img')]
 FIRST_CAPTION = """(document.querySelector('[data-testid="stMain"] [data-testid="stImageCaption"]') || {}).innerText"""
 
 
-def test_text_query_in_a_real_browser_shows_result_images(served: Any, browser: DevTools) -> None:
+def click(browser: DevTools, selector: str, text: str | None = None, what: str = "") -> None:
+    """A real mouse click (pressed + released) at the centre of the first visible element matching
+    ``selector`` (and holding ``text``): Streamlit's widgets listen to mouse events, not to el.click()."""
+    finder = f"""(() => {{
+      const els = [...document.querySelectorAll({json.dumps(selector)})]
+        .filter(e => e.getBoundingClientRect().width > 0 && ({json.dumps(text)} === null || e.innerText.trim() === {json.dumps(text)}));
+      if (!els.length) return null;
+      els[0].scrollIntoView({{block: "center"}});
+      const r = els[0].getBoundingClientRect();
+      return [r.x + r.width / 2, r.y + r.height / 2];
+    }})()"""
+    x, y = wait_for(lambda: browser.js(finder), what or f"{selector} {text or ''}", 60)
+    for kind in ("mousePressed", "mouseReleased"):
+        browser.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+
+
+def type_into(browser: DevTools, label: str, text: str) -> None:
+    click(browser, f'input[aria-label="{label}"]', what=f"the {label} box")
+    browser.js(f'document.querySelector(\'input[aria-label="{label}"]\').select()')
+    browser.call("Input.insertText", text=text)
+    press(browser, "Enter", 13)
+
+
+def press(browser: DevTools, key: str, code: int) -> None:
+    for kind in ("keyDown", "keyUp"):
+        browser.call("Input.dispatchKeyEvent", type=kind, key=key, code=key, windowsVirtualKeyCode=code)
+
+
+def choose(browser: DevTools, label: str, option: str) -> None:
+    """Pick ``option`` in the selectbox labelled ``label`` (a react-aria combobox: the arrow key opens it)."""
+    def opened() -> bool:
+        browser.js(f"document.querySelector('input[aria-label=\"{label}\"]').focus()")
+        press(browser, "ArrowDown", 40)
+        time.sleep(0.3)
+        return bool(browser.js("document.querySelectorAll('[role=\"option\"]').length"))
+
+    wait_for(opened, f"the {label} list", every=0.5)
+    click(browser, '[role="option"]', option, f"the option {option}")
+    wait_for(lambda: browser.js(f"document.querySelector('input[aria-label=\"{label}\"]').value") == option, f"{label} = {option}")
+
+
+def body(browser: DevTools) -> str:
+    return str(browser.js("document.body.innerText"))
+
+
+def result_images(browser: DevTools, least: int = 1) -> list[dict[str, Any]]:
+    images = browser.js(RESULT_IMAGES) or []
+    return images if len(images) >= least and all(i["complete"] and i["w"] > 0 for i in images) else []
+
+
+def test_text_query_in_a_real_browser_shows_result_images(served: Any, browser: DevTools, tmp_path: Path) -> None:
     url, home = served
     browser.call("Page.enable")
+    browser.call("Page.setDownloadBehavior", behavior="allow", downloadPath=str(tmp_path / "downloads"))
     browser.call("Emulation.setDeviceMetricsOverride", width=1440, height=1000, deviceScaleFactor=1, mobile=False)
     browser.call("Page.navigate", url=url)
     wait_for(lambda: browser.js("!!document.querySelector('input[aria-label=\"Search\"]')"), "the search box", 90)
-    assert "Images indexed" in browser.js("document.body.innerText")
+    assert "Images indexed" in body(browser)
 
-    browser.js("document.querySelector('input[aria-label=\"Search\"]').focus()")
-    browser.call("Input.insertText", text="a photo of a cat")
-    for kind in ("keyDown", "keyUp"):
-        browser.call("Input.dispatchKeyEvent", type=kind, key="Enter", code="Enter", windowsVirtualKeyCode=13)
-
-    def loaded() -> list[dict[str, Any]]:
-        images = browser.js(RESULT_IMAGES) or []
-        return images if len(images) >= 14 and all(i["complete"] and i["w"] > 0 for i in images) else []
-
-    images = wait_for(loaded, "the result grid", 90)
+    # the page's defaults: relevance cutoff "Automatic", near-duplicates grouped; show everything, ungrouped
+    type_into(browser, "Search", "a photo of a cat")
+    wait_for(lambda: "Results for" in body(browser), "the first results", 90)
+    choose(browser, "Relevance cutoff", "Show everything")
+    click(browser, '[data-testid="stCheckbox"] label', "Group near-duplicates")
+    images = wait_for(lambda: result_images(browser, 14), "the whole result grid", 90)
     time.sleep(1.0)  # let the last layout settle before the screenshot
     shot = base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
     SCREENSHOT.parent.mkdir(exist_ok=True)
     SCREENSHOT.write_bytes(shot)
-
     assert len(images) == 14  # every image of the library, as a thumbnail
     assert all(max(i["w"], i["h"]) <= 320 for i in images), "the grid must get thumbnails, not the originals"
-    text = browser.js("document.body.innerText")
-    assert "Results for" in text and "results in" in text
+    text = body(browser)
+    assert "Results for “a photo of a cat”" in text and "results in" in text
     assert "chelsea.png" in text and "More like this" in text
     with Image.open(SCREENSHOT) as png:
         assert png.size[0] >= 1000
     assert any((home / "thumbs").rglob("*.jpg")), "thumbnails are cached in the library"
 
-    # the same page, an upload through the real upload endpoint: the image finds itself first
+    # a minimum score above every random-weight score: all cut, the count shown, "Show them" brings them back
+    choose(browser, "Relevance cutoff", "Minimum score")
+    wait_for(lambda: "14 results below the relevance cutoff are hidden." in body(browser), "the cut count")
+    click(browser, "button", "Show them")
+    wait_for(lambda: result_images(browser, 14), "the results shown again")
+
+    # a new upload in the main box replaces the query: the image finds itself first
     document = browser.call("DOM.getDocument")["root"]["nodeId"]
-    file_input = browser.call("DOM.querySelector", nodeId=document, selector="input[type=file]")["nodeId"]
-    browser.call("DOM.setFileInputFiles", nodeId=file_input, files=[str(REPO / "data" / "photos" / "chelsea.png")])
-    wait_for(lambda: "Images like the uploaded chelsea.png" in browser.js("document.body.innerText"), "upload results")
+    inputs = browser.call("DOM.querySelectorAll", nodeId=document, selector="input[type=file]")["nodeIds"]
+    browser.call("DOM.setFileInputFiles", nodeId=inputs[0], files=[str(REPO / "data" / "photos" / "chelsea.png")])
+    wait_for(lambda: "Results for chelsea.png" in body(browser), "upload results")
     wait_for(lambda: str(browser.js(FIRST_CAPTION)).startswith("1.000 · chelsea.png"), "chelsea.png first, scored 1")
+
+    # an image term next to a text: the upload box of "Refine the query"
+    type_into(browser, "Search", "a photo of a cat")
+    wait_for(lambda: "Results for “a photo of a cat”" in body(browser), "the text query again")
+    wait_for(lambda: browser.js("document.querySelectorAll('input[type=file]').length") == 2, "the add-an-image box")
+    document = browser.call("DOM.getDocument")["root"]["nodeId"]
+    inputs = browser.call("DOM.querySelectorAll", nodeId=document, selector="input[type=file]")["nodeIds"]
+    browser.call("DOM.setFileInputFiles", nodeId=inputs[1], files=[str(REPO / "data" / "photos" / "chelsea.png")])
+    wait_for(lambda: "Results for “a photo of a cat” + chelsea.png" in body(browser), "the added image term")
+
+    # a filter (file name pattern) and a date sort
+    click(browser, '[data-testid="stSidebar"] [data-testid="stExpander"] summary', None, "More filters")
+    type_into(browser, "File name pattern", "*.jpg")
+    shown = """[...document.querySelectorAll('[data-testid="stMain"] [data-testid="stImageCaption"]')]
+      .map(e => e.innerText).filter(c => c.includes(" · "))"""
+
+    def only_jpegs() -> list[str]:
+        captions = browser.js(shown) or []
+        return captions if "(filtered)" in body(browser) and captions and all(c.endswith(".jpg") for c in captions) else []
+
+    captions = wait_for(only_jpegs, "the filtered results")
+    choose(browser, "Sort by", "Newest first")
+    wait_for(lambda: "(filtered)" in body(browser) and result_images(browser), "the results sorted by date")
+
+    # the CSV download holds the results shown
+    click(browser, "button", "Download CSV")
+    csv_file = wait_for(lambda: next((tmp_path / "downloads").glob("*.csv"), None), "the CSV download")
+    rows = csv_file.read_text().splitlines()
+    assert rows[0].startswith("rank,score,path") and len(rows) - 1 == len(captions)
+    assert all(row.split(",")[2].endswith(".jpg") for row in rows[1:])
