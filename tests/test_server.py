@@ -303,3 +303,17 @@ def test_a_stale_file_is_ignored_whatever_made_it_stale(tmp_path: Path) -> None:
     serverfile.remove(tmp_path, pid=os.getpid())
     assert not serverfile.server_file(tmp_path).exists()
     assert not list(tmp_path.glob(".server-*"))  # no temporary file left by the atomic writes
+
+
+def test_a_query_mixing_an_indexed_image_and_a_file_uploads_only_the_file(server: Served, library: tuple[Path, Path], tmp_path: Path) -> None:
+    from search.query import Query, Term
+    from ui.client import Remote
+
+    home, photos = library
+    outside = shutil.copy(photos / "horse.png", tmp_path / "outside.png")
+    query = Query(terms=(Term(kind="image", value=str(photos / "camera.png")), Term(kind="image", value=str(outside), weight=0.5)), k=3)
+    status, body = server.json("POST", "/search", {"query": query.to_json()})
+    assert status == 404 and body["terms"] == [1]
+    before = server.queries()
+    results = Remote(server.info.url, None, serverfile.library_id(home)).run(query, model=None)
+    assert len(results.hits) == 3 and server.queries() == before + 1

@@ -92,9 +92,10 @@ class Remote:
         except errors.QueryError as err:
             if getattr(err, "status", None) != 404:
                 raise
+            missing = set(getattr(err, "terms", None) or range(len(query.terms)))
         files: dict[str, tuple[str, bytes]] = {}
         for i, term in enumerate(query.terms):
-            if term.kind == "image" and isinstance(term.value, str) and Path(term.value).is_file():
+            if i in missing and term.kind == "image" and isinstance(term.value, str) and Path(term.value).is_file():
                 if Path(term.value).stat().st_size > UPLOAD_CAP:
                     raise ServerGone("a query image is larger than the server's upload cap")
                 files[f"term-{i}"] = (Path(term.value).name, Path(term.value).read_bytes())
@@ -121,6 +122,8 @@ def error_from(status: int, data: Any, url: str) -> ViewfinderError:
         if cls is errors.ImageDecodeError:
             cls = errors.QueryError  # its constructor takes a reason, not a sentence
         err = cls(message or f"The server at {url} answered HTTP {status}.")
+        if isinstance(data, dict) and isinstance(data.get("terms"), list):
+            err.terms = [int(i) for i in data["terms"]]  # type: ignore[attr-defined]
     err.status = status  # type: ignore[attr-defined]
     return err
 

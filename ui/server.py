@@ -70,7 +70,12 @@ ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Cal
 
 
 class NotIndexed(errors.QueryError):
-    """A path the library does not hold (404: the client may upload the file instead)."""
+    """A path the library does not hold (404: the client may upload the file instead). ``terms``: the
+    indices of the query's image terms that are not indexed."""
+
+    def __init__(self, message: str, terms: list[int] | None = None) -> None:
+        super().__init__(message)
+        self.terms = terms or []
 
 
 class UploadTooLarge(errors.QueryError):
@@ -94,11 +99,14 @@ def status_for(err: errors.ViewfinderError) -> int:
     return next((status for cls, status in _STATUS if isinstance(err, cls)), 400)
 
 
-def error_body(err: errors.ViewfinderError) -> dict[str, str]:
+def error_body(err: errors.ViewfinderError) -> dict[str, Any]:
     kind = type(err)
     while kind.__module__ != errors.__name__:  # our own subclasses travel as the domain error they extend
         kind = kind.__mro__[1]
-    return {"error": str(err), "type": kind.__name__}
+    body: dict[str, Any] = {"error": str(err), "type": kind.__name__}
+    if isinstance(err, NotIndexed) and err.terms:
+        body["terms"] = err.terms
+    return body
 
 
 # --- state ------------------------------------------------------------------------------------------
@@ -229,14 +237,18 @@ def run_query(state: State, query: Query, model: str | None) -> dict[str, Any]:
     started = time.perf_counter()
     with state.fresh() as library:
         check_requested_model(state, model)
-        for term in query.terms:
-            if term.kind == "image" and isinstance(term.value, str):
-                record = library.record(os.path.abspath(term.value))
-                if record is None or record.faiss_id is None:
-                    raise NotIndexed(f"{term.value} is not an indexed image of this library.")
+        missing = [i for i, term in enumerate(query.terms) if term.kind == "image" and isinstance(term.value, str) and not _indexed(library, term.value)]
+        if missing:
+            names = ", ".join(str(query.terms[i].value) for i in missing)
+            raise NotIndexed(f"{names} {'is not an indexed image' if len(missing) == 1 else 'are not indexed images'} of this library.", missing)
         results = state.searcher.run(query)
         state.queries += 1
     return {**results.to_json(), "seconds": round(time.perf_counter() - started, 6)}
+
+
+def _indexed(library: Library, path: str) -> bool:
+    record = library.record(os.path.abspath(path))
+    return record is not None and record.faiss_id is not None
 
 
 async def read_form(request: Request) -> tuple[dict[str, str], dict[str, tuple[str, bytes]]]:
