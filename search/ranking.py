@@ -3,8 +3,9 @@
 * ``combine``: the query vector is the normalised weighted sum of its terms' unit vectors.
 * ``group_near_duplicates``: results whose stored vectors have cosine >= ``GROUP_THRESHOLD`` with a
   better-ranked result collapse into that result's group (greedy, best first, so every group is led by
-  its best member). 0.95 keeps re-encodes, resizes and burst shots together while different views of the
-  same subject stay apart (docs/QUALITY.md, "Grouping").
+  its best member). The threshold is the one ``viewfinder dupes`` uses (``search.dupes.DEFAULT_THRESHOLD``,
+  chosen there on real transformations of real images): a group in the results is what ``dupes``
+  would call near-duplicates.
 * ``sort_order``: ``relevance`` (score, best first), ``newest``/``oldest`` (capture date, else the file's
   modification time), ``modified`` (file time, newest first). Ties keep relevance order.
 * With a sort other than relevance, the ``SORT_POOL`` best matches that pass the cutoff are ordered
@@ -19,10 +20,11 @@ from datetime import timezone
 
 import numpy as np
 
+from search.dupes import DEFAULT_THRESHOLD
 from search.errors import QueryError
 from search.records import ImageRecord, Vectors
 
-GROUP_THRESHOLD = 0.95
+GROUP_THRESHOLD = DEFAULT_THRESHOLD
 SORT_POOL = 500
 
 
