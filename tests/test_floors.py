@@ -25,6 +25,9 @@ NEEDS = [
     ("streamlit", "1.53", "st.file_uploader(max_upload_size=...)", "ui/views.py", "max_upload_size="),
     ("typer", "0.26", "the help tests/test_help.py checks (argument help shown, no <type> labels)", "ui/clikit.py", "metavar="),
     ("rich", "13.8", "what typer 0.26 requires", "ui/clikit.py", "import typer"),
+    ("fastapi", "0.100", "pydantic 2 models in request bodies", "ui/server.py", "model_validate_json"),
+    ("uvicorn", "0.29", "a graceful stop that re-raises the signal (ui/cmd_serve.py exits 0 on it)", "ui/cmd_serve.py", "server.run(sockets=[sock])"),
+    ("python-multipart", "0.0.18", "the form parser without CVE-2024-53981 (uploads to viewfinder serve)", "ui/server.py", "request.form("),
 ]
 
 

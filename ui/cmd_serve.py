@@ -122,7 +122,7 @@ def _build(settings: Any, sock: socket.socket, host: str, token: str | None) -> 
 
     def ready() -> None:
         serverfile.write(state.home, info)
-        typer.echo(f"Viewfinder: serving {state.home} on {info.url} (API docs at {info.url}/docs; Ctrl-C stops it)", err=True)
+        typer.echo(f"Viewfinder: serving {info.home} on {info.url} (API docs at {info.url}/docs; Ctrl-C stops it)", err=True)
 
     def stopped() -> None:
         serverfile.remove(state.home, info.pid)
