@@ -163,10 +163,14 @@ class Encoder:
         self.preprocess = (families.NaflexPreprocess if self.naflex else Preprocess).from_image_processor(images)
         self.pad_to_max = "siglip" in str(getattr(model.config, "model_type", "")).lower()
         self.max_text_tokens = families.text_token_limit(model.config.text_config, self.tokenizer)
+        self.runtime: Any = None  # another runtime for both towers (search.backends); None: the torch model
+        self.backend = "torch"
         self.dim = int(self.encode_text(["a"]).shape[1])
 
     @classmethod
-    def load(cls, model: str, device: str = "auto") -> Encoder:
+    def load(cls, model: str, device: str = "auto", backend: str = "torch", cache: Path | None = None) -> Encoder:
+        """``backend``: torch, onnx, openvino or auto (``search.backends``); ``cache``: where exports live (a
+        library's ``search.backends.cache_root``)."""
         from transformers import AutoModel, AutoProcessor
         from transformers.utils import logging as hf_logging
 
@@ -188,12 +192,19 @@ class Encoder:
             raise ModelLoadError(_load_hint(model, model_id, err)) from err
         if not hasattr(net, "get_image_features") or not hasattr(processor, "image_processor"):
             raise ModelLoadError(f"'{model}' is not a CLIP-family model (no joint image/text embedding); use a CLIP or SigLIP checkpoint.")
-        return cls(model_id, net, processor, device)
+        encoder = cls(model_id, net, processor, device)
+        if backend != "torch":
+            from search.backends import attach
+
+            attach(encoder, backend, cache)
+        return encoder
 
     # --- images ---------------------------------------------------------------------------------------
 
     def encode_pixels(self, pixels: NDArray[np.float32]) -> Vectors:
         """A (batch, 3, H, W) array made by ``self.preprocess`` -> (batch, dim) unit vectors."""
+        if self.runtime is not None:
+            return self.runtime.image(pixels)
         import torch
 
         with torch.inference_mode():
@@ -226,6 +237,13 @@ class Encoder:
         texts = [t.strip() for t in texts]
         if not texts or not all(texts):
             raise QueryError("The text query is empty.")
+        tokens = self.tokens(texts)
+        if self.runtime is not None:
+            return self.runtime.text({k: v.numpy() for k, v in tokens.items()})
+        return _normalise(_features(self.model.get_text_features(**tokens)))
+
+    def tokens(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The text tower's inputs for ``texts``, on the model's device."""
         tokens = self.tokenizer(
             list(texts),
             padding="max_length" if self.pad_to_max else True,  # pad to the query, not to 77 tokens
@@ -236,7 +254,7 @@ class Encoder:
         tokens = {k: v.to(self.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
         if self.pad_to_max:
             tokens.pop("attention_mask", None)  # SigLIP was trained without one
-        return _normalise(_features(self.model.get_text_features(**tokens)))
+        return tokens
 
 
 def _in_hub_cache(model_id: str) -> bool:

@@ -31,6 +31,7 @@ class Settings:
     device: str = "auto"  # auto | cpu | cuda
     batch_size: int | None = None  # None: chosen for the device
     flat_below: int | None = None  # None: search.ann.FLAT_BELOW (exact index below this many images)
+    backend: str = "auto"  # auto | torch | onnx | openvino: the runtime of the model's towers (search.backends)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -40,4 +41,5 @@ class Settings:
             model=env.get("VIEWFINDER_MODEL") or None,
             device=env.get("VIEWFINDER_DEVICE", "auto"),
             flat_below=int(env["VIEWFINDER_FLAT_BELOW"]) if env.get("VIEWFINDER_FLAT_BELOW") else None,
+            backend=env.get("VIEWFINDER_BACKEND") or "auto",
         )

@@ -21,7 +21,7 @@ DATA = ROOT / "data"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 # The model runs in torch unless a test asks for another backend (tests/test_backend_onnx.py tests
-# --backend onnx and auto): auto would export every test library's model to ONNX first.
+# --backend onnx, openvino and auto): auto would export every test library's model to ONNX first.
 os.environ.setdefault("VIEWFINDER_BACKEND", "torch")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # FAISS builds 20x faster on a busy 2-core box (no spinning)
 

@@ -50,9 +50,20 @@ ModelOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 KOpt = Annotated[int, typer.Option("-k", "--top", metavar="N", min=1, max=10_000, help="Number of results.")]
 DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEVICE", help="auto, cpu or cuda.")]
+BackendOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--backend",
+        metavar="BACKEND",
+        help="auto, torch, onnx or openvino: the runtime of the model on the CPU; onnx (ONNX Runtime) and openvino "
+        "come with pip install 'viewfinder[onnx]' / 'viewfinder[openvino]' (default: $VIEWFINDER_BACKEND, else "
+        "auto: the fastest one installed that matched torch's vectors on this machine).",
+        show_default=False,
+    ),
+]
 
 
-def settings_for(home: Path | None, model: str | None = None, device: str = "auto") -> Settings:
+def settings_for(home: Path | None, model: str | None = None, device: str = "auto", backend: str | None = None) -> Settings:
     base = Settings.from_env()
     return Settings(
         home=home or base.home,
@@ -60,6 +71,7 @@ def settings_for(home: Path | None, model: str | None = None, device: str = "aut
         device=device,
         batch_size=base.batch_size,
         flat_below=base.flat_below,
+        backend=backend or base.backend,
     )
 
 

@@ -10,6 +10,7 @@ import typer
 
 from search.settings import DEFAULT_MODEL, Settings
 from ui.clikit import (
+    BackendOpt,
     DeviceOpt,
     HomeOpt,
     JsonOpt,
@@ -96,6 +97,7 @@ def _model_id(settings: Settings) -> str | None:
 
 
 def answer_here(settings: Settings, query: Any) -> Any:
+    from search.backends import cache_root, check_backend
     from search.encoder import Encoder, resolve_model_id
     from search.library import Library
     from search.searcher import Searcher
@@ -103,7 +105,8 @@ def answer_here(settings: Settings, query: Any) -> Any:
     requested = resolve_model_id(settings.model) if settings.model else None
     library = Library.open(settings.home, model=requested)
     model_id = library.model or requested or DEFAULT_MODEL
-    return Searcher(library, lambda: Encoder.load(model_id, settings.device)).run(query)
+    check_backend(settings.backend)
+    return Searcher(library, lambda: Encoder.load(model_id, settings.device, backend=settings.backend, cache=cache_root(settings.home))).run(query)
 
 
 def report(results: Any, *, as_json: bool, export: Path | None, copy: bool, csv_file: Path | None) -> None:
@@ -132,13 +135,13 @@ def _run(head: list[Any], plus: list[str] | None, minus: list[str] | None, home:
     from search.query import build_terms
 
     as_json, export, copy, csv_file = (options.pop(name) for name in ("as_json", "export", "copy", "csv_file"))
-    server, no_server = options.pop("server"), options.pop("no_server")
+    server, no_server, backend = options.pop("server"), options.pop("no_server"), options.pop("backend")
     if copy and export is None:
         raise_usage("--copy goes with --export DIR.")
     with user_errors():
         terms = head + list(build_terms([], plus or [], minus or []))
         query = build_query(tuple(terms), **options)
-        results = answer(settings_for(home, model, device), query, server=server, no_server=no_server)
+        results = answer(settings_for(home, model, device, backend), query, server=server, no_server=no_server)
         report(results, as_json=as_json, export=export, copy=copy, csv_file=csv_file)
 
 
@@ -170,6 +173,7 @@ def search(
     home: HomeOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
+    backend: BackendOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Find the images that best match TEXT (plus --and, minus --not terms), best first."""
@@ -213,6 +217,7 @@ def similar(
     home: HomeOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
+    backend: BackendOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Find the images most like IMAGE (plus --and, minus --not terms), best first; an indexed IMAGE comes first."""
