@@ -19,6 +19,12 @@ different: no content-hash reuse), made once and kept in the temp dir. The model
 (``model_load_s``), and the process start is reported on its own (``process_start_s``: interpreter +
 imports, torch included, from /proc).
 
+``--backend onnx`` loads the model a second time on that backend (``search.backends``: ONNX Runtime;
+its export is cached under ``--onnx-cache``) and runs the same three steps with it for every segment,
+into a second library, next to the torch ones (the baseline: today's transformers fp32 forward), the
+two backends taking turns going first. Its figures are under ``backend``, with
+``speedup_end_to_end`` = its end-to-end img/s / torch's (target >= 1.4) and ``speedup_model_only``.
+
 ``ratio`` = end_to_end_img_s / model_only_img_s over all segments (target >= 0.9 on CPU), and
 ``ratio_median_segment``, the median of the per-segment ratios, which a burst of load from another
 process moves less. ``cpu_ms_per_image`` is CPU time of this process (all threads) per image, which other
@@ -53,6 +59,7 @@ from search.encoder import Encoder
 
 PROCESS_START_S = process_age_s()  # interpreter start + the imports above (torch included)
 TARGET_RATIO = 0.9
+TARGET_BACKEND_SPEEDUP = 1.4  # --backend onnx: its end-to-end img/s / torch's
 PER_FOLDER = 64  # photos per sub-folder: a segment of the end-to-end run is a list of these folders
 
 
@@ -180,6 +187,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=1, help="index all the photos this many times (a new library each)")
     parser.add_argument("--photos", type=Path, help="folder for the JPEGs (default: a cache under the temp dir)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--backend", default="torch", choices=["torch", "onnx", "openvino"], help="also run this backend against torch")
+    parser.add_argument("--onnx-cache", type=Path, default=Path(tempfile.gettempdir()) / "viewfinder-bench-onnx", help="where the export is kept")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args(argv)
     from search.encoder import default_batch_size
@@ -196,52 +205,93 @@ def main(argv: list[str] | None = None) -> None:
     workers = args.workers or run.default_workers()
     pixels = np.random.default_rng(0).standard_normal((batch_size, 3, *encoder.preprocess.out_size), dtype=np.float32)
     log(f"model loaded in {model_load_s:.1f}s; warming up")
-    model_only(encoder, [batch_size], pixels)
+    encoders = {"torch": encoder}
+    backend_load_s = 0.0
+    if args.backend != "torch":
+        started = time.perf_counter()
+        encoders[args.backend] = Encoder.load(args.model, args.device, backend=args.backend, cache=args.onnx_cache)
+        backend_load_s = time.perf_counter() - started
+        if encoders[args.backend].backend != args.backend:
+            raise SystemExit(f"--backend {args.backend} fell back to {encoders[args.backend].backend} (see the line above)")
+    for enc in encoders.values():
+        model_only(enc, [batch_size], pixels)
     run.load_file(run.walk([photos]).files[0], {}, lambda: encoder.preprocess, lambda: encoder.preprocess.min_side)
 
-    home = Path(tempfile.mkdtemp(prefix="viewfinder-bench-ingest-"))
-    rows = []  # one per segment: (images, model-only s, end-to-end s, model-only cpu s, end-to-end cpu s)
-    stage_sums: dict[str, float] = {}
+    # one row per segment and backend: (images, model-only s, end-to-end s, model-only cpu s, end-to-end cpu s)
+    rows: dict[str, list[tuple[float, ...]]] = {name: [] for name in encoders}
+    stage_sums: dict[str, dict[str, float]] = {name: {} for name in encoders}
+    homes = {name: Path(tempfile.mkdtemp(prefix=f"viewfinder-bench-ingest-{name}-")) for name in encoders}
     try:
-        with LibraryWriter.open(home) as writer:
-            for r in range(args.rounds):
-                if r:  # a new library each round, so every round indexes the same new files
-                    writer.close()
-                    shutil.rmtree(home)
-                    writer = LibraryWriter.open(home)
-                for roots in segments(paths, args.segment):
-                    count = sum(1 for p in paths if p.parent in roots)
-                    sizes = batch_sizes(count, batch_size)
-                    first, second = sizes[: len(sizes) // 2], sizes[len(sizes) // 2 :]
+        for r in range(args.rounds):
+            for home in homes.values():  # a new library each round, so every round indexes the same new files
+                shutil.rmtree(home)
+            writers = {name: LibraryWriter.open(home) for name, home in homes.items()}
+            for s, roots in enumerate(segments(paths, args.segment)):
+                count = sum(1 for p in paths if p.parent in roots)
+                sizes = batch_sizes(count, batch_size)
+                first, second = sizes[: len(sizes) // 2], sizes[len(sizes) // 2 :]
+                order = list(encoders) if s % 2 == 0 else list(encoders)[::-1]  # take turns going first
+                for name in order:
+                    enc = encoders[name]
                     cpu0 = time.process_time()
-                    model_s = model_only(encoder, first, pixels)
+                    model_s = model_only(enc, first, pixels)
                     cpu1 = time.process_time()
-                    e2e_s, stages = end_to_end(writer, encoder, roots, batch_size, args.workers)
+                    e2e_s, stages = end_to_end(writers[name], enc, roots, batch_size, args.workers)
                     cpu2 = time.process_time()
-                    model_s += model_only(encoder, second, pixels)
+                    model_s += model_only(enc, second, pixels)
                     cpu3 = time.process_time()
-                    rows.append((count, model_s, e2e_s, (cpu1 - cpu0) + (cpu3 - cpu2), cpu2 - cpu1))
+                    rows[name].append((count, model_s, e2e_s, (cpu1 - cpu0) + (cpu3 - cpu2), cpu2 - cpu1))
                     for key, value in stages.items():
-                        stage_sums[key] = stage_sums.get(key, 0.0) + value
-                    log(f"round {r + 1}, {roots[0].name}..{roots[-1].name}: {count} images, end to end {count / e2e_s:.1f} img/s, "
+                        stage_sums[name][key] = stage_sums[name].get(key, 0.0) + value
+                    log(f"round {r + 1}, {roots[0].name}..{roots[-1].name}, {name}: {count} images, end to end {count / e2e_s:.1f} img/s, "
                         f"model only {count / model_s:.1f} img/s, ratio {model_s / e2e_s:.3f}")
+            for writer in writers.values():
+                writer.close()
     finally:
-        shutil.rmtree(home, ignore_errors=True)
+        for home in homes.values():
+            shutil.rmtree(home, ignore_errors=True)
 
+    result = summary(rows["torch"], stage_sums["torch"])
+    if args.backend != "torch":
+        other = summary(rows[args.backend], stage_sums[args.backend])
+        other["name"] = args.backend
+        other["model_load_s"] = round(backend_load_s, 2)
+        other["speedup_end_to_end"] = round(other["end_to_end_img_s"] / result["end_to_end_img_s"], 3)
+        other["speedup_model_only"] = round(other["model_only_img_s"] / result["model_only_img_s"], 3)
+        other["speedup_end_to_end_per_segment"] = [
+            round(t[2] / o[2], 3) for t, o in zip(rows["torch"], rows[args.backend], strict=True)
+        ]
+    result = {
+        "bench": "ingest",
+        "images": args.images,
+        "rounds": args.rounds,
+        "segments": len(rows["torch"]),
+        "image_size": f"{width}x{height}",
+        "jpeg_mean_bytes": round(jpeg_bytes),
+        "batch_size": batch_size,
+        "workers": workers,
+        **result,
+        "process_start_s": round(PROCESS_START_S, 2),
+        "model_load_s": round(model_load_s, 2),
+        "model": str(Path(args.model).resolve()),
+        "attn_implementation": getattr(encoder.model.config, "_attn_implementation", None),
+        "machine": machine(),
+    }
+    result["meets_target"] = bool(result["ratio"] >= TARGET_RATIO and result["ratio_median_segment"] >= TARGET_RATIO)
+    if args.backend != "torch":
+        result["backend"] = other
+        result["meets_backend_target"] = bool(other["speedup_end_to_end"] >= TARGET_BACKEND_SPEEDUP)
+    emit(result, args.json)
+
+
+def summary(rows: list[tuple[float, ...]], stage_sums: dict[str, float]) -> dict[str, Any]:
+    """img/s, ratio, CPU per image and stage times of one backend's rows (one per segment)."""
     table = np.array(rows)
     images = int(table[:, 0].sum())
     end_to_end_img_s = images / table[:, 2].sum()
     model_only_img_s = images / table[:, 1].sum()
     per_segment = table[:, 1] / table[:, 2]
-    result: dict[str, Any] = {
-        "bench": "ingest",
-        "images": args.images,
-        "rounds": args.rounds,
-        "segments": len(rows),
-        "image_size": f"{width}x{height}",
-        "jpeg_mean_bytes": round(jpeg_bytes),
-        "batch_size": batch_size,
-        "workers": workers,
+    return {
         "end_to_end_img_s": round(float(end_to_end_img_s), 2),
         "model_only_img_s": round(float(model_only_img_s), 2),
         "ratio": round(float(end_to_end_img_s / model_only_img_s), 3),
@@ -252,15 +302,8 @@ def main(argv: list[str] | None = None) -> None:
             "model_only": round(1000 * table[:, 3].sum() / images, 1),
             "loading_threads": round(1000 * stage_sums["load_thread_cpu_s"] / images, 1),
         },
-        "process_start_s": round(PROCESS_START_S, 2),
-        "model_load_s": round(model_load_s, 2),
         "stages_s": {k: round(v, 2) for k, v in stage_sums.items()},
-        "model": str(Path(args.model).resolve()),
-        "attn_implementation": getattr(encoder.model.config, "_attn_implementation", None),
-        "machine": machine(),
     }
-    result["meets_target"] = bool(result["ratio"] >= TARGET_RATIO and result["ratio_median_segment"] >= TARGET_RATIO)
-    emit(result, args.json)
 
 
 if __name__ == "__main__":

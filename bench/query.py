@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--k", type=int, default=20, help="results per query (the CLI's default)")
     parser.add_argument("--home", type=Path, help="library folder (default: a temporary one, removed after)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--backend", default="torch", choices=["torch", "onnx"], help="also time this backend against torch")
+    parser.add_argument("--backend", default="torch", choices=["torch", "onnx", "openvino"], help="also time this backend against torch")
     parser.add_argument("--onnx-cache", type=Path, default=Path(tempfile.gettempdir()) / "viewfinder-bench-onnx", help="where the export is kept")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args(argv)
