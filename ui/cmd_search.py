@@ -53,7 +53,7 @@ CsvOpt = Annotated[Path | None, typer.Option("--csv", metavar="FILE", help="Writ
 
 
 def build_query(terms: tuple[Any, ...], *, k: int, offset: int, page: int | None, sort: str, cutoff: str, group: bool, raw: bool, **filters: Any) -> Any:
-    from search.filters import Filter
+    from search.filterspec import Filter  # not search.filters: numpy + SQLAlchemy would slow the server client path
     from search.query import Cutoff, Query, parse_date
 
     values = {
