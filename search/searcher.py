@@ -10,15 +10,14 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image
 
+from search import querying
 from search.encoder import Encoder
 from search.errors import ImageDecodeError, QueryError
 from search.images import decode_image, read_image_info
-from search import querying
 from search.library import Library
-from search.query import Query
-from search.query import Results
-from search.texts import TextEncoder
+from search.query import Query, Results, Term
 from search.records import Hit, Vectors
+from search.texts import TextEncoder
 
 ImageQuery = str | os.PathLike[str] | bytes | BinaryIO | Image.Image
 
@@ -57,12 +56,12 @@ class Searcher:
         """A whole query: terms, filter, cutoff, grouping, sort and page (``search.querying``)."""
         return querying.run(self, query)
 
-    def search(self, text: str, k: int = 20, allowed: np.ndarray | None = None) -> list[Hit]:
-        """Images matching a text, best first."""
+    def search(self, text: str, k: int = 20, *, raw: bool = False) -> list[Hit]:
+        """Images matching a text, best first: ``run`` with one text term (a short text is read through
+        its prompt ensemble unless ``raw``)."""
         if not text or not text.strip():
             raise QueryError("The text query is empty.")
-        self.library.ensure_searchable()
-        return self.library.search_vector(self.encoder.encode_text([text])[0], k, allowed)
+        return self.run(Query(terms=(Term("text", text.strip()),), k=k, raw=raw)).hits
 
     def similar(self, image: ImageQuery, k: int = 20, allowed: np.ndarray | None = None) -> list[Hit]:
         """Images like the given one: a path (an indexed file uses its stored vector), bytes, a file object
