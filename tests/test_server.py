@@ -91,7 +91,10 @@ def run_cli(*args: str, env: dict[str, str] | None = None, expect: int = 0) -> s
 
 
 def env_without_token() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in ("VIEWFINDER_TOKEN", "VIEWFINDER_HOME")}
+    """The environment of every process here: no token, and the torch runtime (the server's mechanics are
+    under test, not the choice of --backend auto, which may pick another runtime between two processes)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VIEWFINDER_TOKEN", "VIEWFINDER_HOME")}
+    return {**env, "VIEWFINDER_BACKEND": "torch"}
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +104,7 @@ def library(tmp_path_factory: pytest.TempPathFactory, tiny_clip: Path) -> tuple[
     photos = root / "photos"
     shutil.copytree(DATA / "photos", photos)
     (root / "notes.txt").write_text("not an image")
-    Cli(root / "library", tiny_clip)("index", str(photos), "--json")
+    Cli(root / "library", tiny_clip)("index", str(photos), "--backend", "torch", "--json")
     return root / "library", photos
 
 
@@ -214,7 +217,7 @@ def test_the_cli_answers_through_the_server(server: Served, library: tuple[Path,
 def test_a_new_index_run_is_seen_without_a_restart(server: Served, library: tuple[Path, Path], tiny_clip: Path) -> None:
     home, photos = library
     extra = write_image(photos / "new" / "fresh.png", seed=11)
-    Cli(home, tiny_clip)("index", str(photos), "--json")
+    Cli(home, tiny_clip)("index", str(photos), "--backend", "torch", "--json")
     status, body = server.json("POST", "/similar", {"path": str(extra), "k": 1})
     assert status == 200 and body["hits"][0]["path"] == str(extra)
     assert server.json("GET", "/info")[1]["images"] == 7

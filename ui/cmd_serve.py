@@ -20,7 +20,7 @@ import typer
 
 from search.errors import ViewfinderError
 from ui import serverfile
-from ui.clikit import DeviceOpt, HomeOpt, ModelOpt, app, raise_usage, settings_for, user_errors
+from ui.clikit import BackendOpt, DeviceOpt, HomeOpt, ModelOpt, app, raise_usage, settings_for, user_errors
 
 DEFAULT_PORT = 8765
 TOKEN_ENV = serverfile.TOKEN_ENV
@@ -80,6 +80,7 @@ def serve(
     home: HomeOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
+    backend: BackendOpt = None,
     host: Annotated[str, typer.Option("--host", metavar="ADDRESS", help="Address to bind: loopback only unless a --token is set.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", metavar="PORT", min=0, max=65535, help="Port; 0 picks a free one.")] = DEFAULT_PORT,
     token: Annotated[
@@ -91,7 +92,7 @@ def serve(
 ) -> None:
     """Serve a library over HTTP (JSON; API docs at /docs) with its model loaded once; `search` and
     `similar` on the same library then answer through it in milliseconds."""
-    settings = settings_for(home, model, device)
+    settings = settings_for(home, model, device, backend)
     token = token or None
     if not is_loopback(host) and not token:
         raise_usage(f"Binding to {host} opens the library to the network: set --token (or ${TOKEN_ENV}) so requests must carry it, or use --host 127.0.0.1.")
@@ -113,7 +114,7 @@ def _build(settings: Any, sock: socket.socket, host: str, token: str | None) -> 
     from ui.server import create_app, open_state
 
     typer.echo(f"Viewfinder: loading {settings.home}…", err=True)
-    state = open_state(settings.home, settings.model, settings.device)
+    state = open_state(settings.home, settings.model, settings.device, backend=settings.backend)
     bound_port = sock.getsockname()[1]
     info = serverfile.ServerInfo(
         host=host, port=bound_port, pid=os.getpid(), home=serverfile.library_id(settings.home),

@@ -156,15 +156,17 @@ class State:
         self.library.close()
 
 
-def open_state(home: Path, model: str | None, device: str, *, warm: bool = True) -> State:
+def open_state(home: Path, model: str | None, device: str, *, backend: str = "torch", warm: bool = True) -> State:
     """Open the library and (``warm``) load its model now, so the first query is as fast as the rest.
     A model that cannot load is reported and tried again by the first query that needs it."""
+    from search.backends import cache_root, check_backend
     from search.encoder import Encoder
 
+    check_backend(backend)
     requested = resolve_model_id(model) if model else None
     library = Library.open(home, model=requested)
     model_id = library.model or requested or DEFAULT_MODEL
-    searcher = Searcher(library, lambda: Encoder.load(model_id, device))
+    searcher = Searcher(library, lambda: Encoder.load(model_id, device, backend=backend, cache=cache_root(library.home)))
     if warm and library.model:
         try:
             searcher.encoder  # noqa: B018 (loads it)
