@@ -168,9 +168,9 @@ class Encoder:
         self.dim = int(self.encode_text(["a"]).shape[1])
 
     @classmethod
-    def load(cls, model: str, device: str = "auto", backend: str = "torch", cache: Path | None = None) -> Encoder:
-        """``backend``: torch, onnx, openvino or auto (``search.backends``); ``cache``: where exports live (a
-        library's ``search.backends.cache_root``)."""
+    def load(cls, model: str, device: str = "auto", backend: str = "torch", cache: Path | None = None, precision: str = "fp32") -> Encoder:
+        """``backend``: torch, onnx, openvino or auto, ``precision``: fp32 or int8 (``search.backends``);
+        ``cache``: where exports live (a library's ``search.backends.cache_root``)."""
         from transformers import AutoModel, AutoProcessor
         from transformers.utils import logging as hf_logging
 
@@ -193,10 +193,10 @@ class Encoder:
         if not hasattr(net, "get_image_features") or not hasattr(processor, "image_processor"):
             raise ModelLoadError(f"'{model}' is not a CLIP-family model (no joint image/text embedding); use a CLIP or SigLIP checkpoint.")
         encoder = cls(model_id, net, processor, device)
-        if backend != "torch":
+        if backend != "torch" or precision != "fp32":
             from search.backends import attach
 
-            attach(encoder, backend, cache)
+            attach(encoder, backend, cache, precision=precision)
         return encoder
 
     # --- images ---------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ class Settings:
     batch_size: int | None = None  # None: chosen for the device
     flat_below: int | None = None  # None: search.ann.FLAT_BELOW (exact index below this many images)
     backend: str = "auto"  # auto | torch | onnx | openvino: the runtime of the model's towers (search.backends)
+    precision: str = "fp32"  # fp32 | int8 (int8: ONNX Runtime only, search.backends)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -42,4 +43,5 @@ class Settings:
             device=env.get("VIEWFINDER_DEVICE", "auto"),
             flat_below=int(env["VIEWFINDER_FLAT_BELOW"]) if env.get("VIEWFINDER_FLAT_BELOW") else None,
             backend=env.get("VIEWFINDER_BACKEND") or "auto",
+            precision=env.get("VIEWFINDER_PRECISION") or "fp32",
         )

@@ -168,3 +168,22 @@ def test_auto_takes_the_fastest_runtime_that_passed_parity(tiny_clip: Path, tmp_
     faster = {n: r["runtime_ms"] for n, r in records.items() if r["passed"] and r["runtime_ms"] < r["torch_ms"]}
     expected = min(faster, key=faster.__getitem__) if faster else "torch"
     assert Encoder.load(str(tiny_clip), "cpu", backend="auto", cache=cache).backend == expected
+
+
+def test_int8_keeps_a_cosine_of_0_99_on_every_vector(tiny_clip: Path, tmp_path: Path) -> None:
+    torch_enc = Encoder.load(str(tiny_clip), "cpu")
+    int8 = Encoder.load(str(tiny_clip), "cpu", backend="onnx", cache=tmp_path / "onnx", precision="int8")
+    assert int8.backend == "onnx" and int8.runtime.files["vision"].name == "vision.int8.onnx"
+    images = corpus_images()
+    assert cosines(torch_enc.encode_images(images), int8.encode_images(images)).min() >= ort_backend.INT8_MIN
+    assert cosines(torch_enc.encode_text(TEXTS), int8.encode_text(TEXTS)).min() >= ort_backend.INT8_MIN
+    (record,) = (tmp_path / "onnx").glob("*/parity-onnx-int8-*.json")
+    assert json.loads(record.read_text())["passed"] is True
+
+
+def test_int8_through_the_cli_and_refused_on_torch(cli, collection: Path) -> None:  # type: ignore[no-untyped-def]
+    result = cli("index", str(collection), "--backend", "torch", "--precision", "int8", expect=1)
+    assert "--precision int8 runs on ONNX Runtime" in result.stderr
+    assert cli("index", str(collection), "--backend", "onnx", "--precision", "int8", "--json")["indexed"] > 5
+    hits = cli("search", "a cat", "--backend", "onnx", "--precision", "int8", "--no-server", "-k", "3", "--json")
+    assert len(hits) == 3

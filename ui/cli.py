@@ -22,6 +22,7 @@ from ui.clikit import (
     JsonOpt,
     KOpt,
     ModelOpt,
+    PrecisionOpt,
     app,
     emit_json,
     raise_usage,
@@ -41,6 +42,7 @@ def index(
     batch_size: Annotated[int | None, typer.Option("--batch-size", metavar="N", min=1, help="Images per model call (default: 32 on CPU, 256 on CUDA).")] = None,
     device: DeviceOpt = "auto",
     backend: BackendOpt = None,
+    precision: PrecisionOpt = None,
     workers: Annotated[int | None, typer.Option("--workers", metavar="N", min=1, help="Decoding threads (default: CPU count, at most 8).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -54,13 +56,13 @@ def index(
     from indexer.run import index_paths
     from indexer.writer import LibraryWriter
     from search.ann import FLAT_BELOW
-    from search.backends import cache_root, check_backend
+    from search.backends import cache_root, check_backend, check_precision
     from search.encoder import Encoder, default_batch_size, pick_device, resolve_model_id
     from search.library import catalog_path
 
-    settings = settings_for(home, model, device, backend)
+    settings = settings_for(home, model, device, backend, precision)
     with user_errors():
-        check_backend(settings.backend)
+        check_precision(settings.precision, check_backend(settings.backend))
         missing = [str(p) for p in paths if not os.path.lexists(p)]  # refused, unless the library holds them
         if missing and not catalog_path(Path(settings.home).expanduser()).is_file():
             raise_usage(f"No such file or folder: {', '.join(missing)}")
@@ -76,7 +78,7 @@ def index(
             report = index_paths(
                 paths,
                 writer,
-                lambda: Encoder.load(model_id, dev, backend=settings.backend, cache=cache_root(settings.home)),
+                lambda: Encoder.load(model_id, dev, backend=settings.backend, cache=cache_root(settings.home), precision=settings.precision),
                 model_id=model_id,
                 batch_size=batch_size or settings.batch_size or default_batch_size(dev),
                 progress=progress,

@@ -16,6 +16,7 @@ from ui.clikit import (
     JsonOpt,
     KOpt,
     ModelOpt,
+    PrecisionOpt,
     app,
     emit_json,
     raise_usage,
@@ -97,7 +98,7 @@ def _model_id(settings: Settings) -> str | None:
 
 
 def answer_here(settings: Settings, query: Any) -> Any:
-    from search.backends import cache_root, check_backend
+    from search.backends import cache_root, check_backend, check_precision
     from search.encoder import Encoder, resolve_model_id
     from search.library import Library
     from search.searcher import Searcher
@@ -105,8 +106,9 @@ def answer_here(settings: Settings, query: Any) -> Any:
     requested = resolve_model_id(settings.model) if settings.model else None
     library = Library.open(settings.home, model=requested)
     model_id = library.model or requested or DEFAULT_MODEL
-    check_backend(settings.backend)
-    return Searcher(library, lambda: Encoder.load(model_id, settings.device, backend=settings.backend, cache=cache_root(settings.home))).run(query)
+    check_precision(settings.precision, check_backend(settings.backend))
+    encoder = lambda: Encoder.load(model_id, settings.device, backend=settings.backend, cache=cache_root(settings.home), precision=settings.precision)  # noqa: E731
+    return Searcher(library, encoder).run(query)
 
 
 def report(results: Any, *, as_json: bool, export: Path | None, copy: bool, csv_file: Path | None) -> None:
@@ -136,12 +138,13 @@ def _run(head: list[Any], plus: list[str] | None, minus: list[str] | None, home:
 
     as_json, export, copy, csv_file = (options.pop(name) for name in ("as_json", "export", "copy", "csv_file"))
     server, no_server, backend = options.pop("server"), options.pop("no_server"), options.pop("backend")
+    precision = options.pop("precision")
     if copy and export is None:
         raise_usage("--copy goes with --export DIR.")
     with user_errors():
         terms = head + list(build_terms([], plus or [], minus or []))
         query = build_query(tuple(terms), **options)
-        results = answer(settings_for(home, model, device, backend), query, server=server, no_server=no_server)
+        results = answer(settings_for(home, model, device, backend, precision), query, server=server, no_server=no_server)
         report(results, as_json=as_json, export=export, copy=copy, csv_file=csv_file)
 
 
@@ -174,6 +177,7 @@ def search(
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     backend: BackendOpt = None,
+    precision: PrecisionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Find the images that best match TEXT (plus --and, minus --not terms), best first."""
@@ -218,6 +222,7 @@ def similar(
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     backend: BackendOpt = None,
+    precision: PrecisionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Find the images most like IMAGE (plus --and, minus --not terms), best first; an indexed IMAGE comes first."""

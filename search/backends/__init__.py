@@ -68,9 +68,21 @@ def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def attach(encoder: Any, backend: str, cache: Path | None, *, say: Callable[[str], None] = _say) -> str:
-    """Give ``encoder`` the runtime ``backend`` names, when it can have it; returns the backend in use."""
-    if check_backend(backend) == "torch":
+def check_precision(precision: str, backend: str) -> str:
+    if precision not in ("fp32", "int8"):
+        raise ModelLoadError(f"Unknown precision '{precision}': use fp32 or int8.")
+    if precision == "int8" and backend not in ("onnx", "auto"):
+        raise ModelLoadError("--precision int8 runs on ONNX Runtime: pass --backend onnx (or auto).")
+    return precision
+
+
+def attach(encoder: Any, backend: str, cache: Path | None, *, precision: str = "fp32", say: Callable[[str], None] = _say) -> str:
+    """Give ``encoder`` the runtime ``backend`` names, when it can have it; returns the backend in use.
+    ``precision`` int8: the export quantised (ONNX Runtime only), held to a cosine of 0.99 to torch."""
+    check_precision(precision, check_backend(backend))
+    if precision == "int8":
+        backend = "onnx"  # the one runtime int8 was measured on (docs/BENCHMARKS.md)
+    if backend == "torch":
         return "torch"
     if backend != "auto" and not installed(backend):
         raise ModelLoadError(extra_hint(backend))
@@ -84,7 +96,8 @@ def attach(encoder: Any, backend: str, cache: Path | None, *, say: Callable[[str
     from search.backends import onnx as exported
     from search.settings import default_home
 
-    prepared = [exported.prepare(encoder, cache or cache_root(default_home(os.environ)), name, say=say) for name in candidates]
+    root = cache or cache_root(default_home(os.environ))
+    prepared = [exported.prepare(encoder, root, name, say=say, precision=precision) for name in candidates]
     usable = [p for p in prepared if p.runtime is not None and p.parity is not None]
     if not usable:
         say(f"viewfinder: running the model with torch, not {RUNTIMES[candidates[0]]}: {prepared[0].reason}.")

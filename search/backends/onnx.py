@@ -48,6 +48,8 @@ from search.records import Vectors
 EXPORT_VERSION = 1  # bump when the export itself changes: every cached export is then redone
 OPSET = 17
 PARITY_MIN = 0.9999
+INT8_MIN = 0.99  # --precision int8: its bar against torch's fp32 vectors (docs/BENCHMARKS.md: measured 0.9998)
+PRECISIONS = ("fp32", "int8")
 PARITY_TEXTS = (
     "a",
     "a photo of a cat",
@@ -64,10 +66,15 @@ class Parity:
     torch_ms: float  # one vision batch of the check images + one short text, best of a few runs
     runtime_ms: float
     machine: str
+    precision: str = "fp32"
+
+    @property
+    def bar(self) -> float:
+        return INT8_MIN if self.precision == "int8" else PARITY_MIN
 
     @property
     def passed(self) -> bool:
-        return min(self.min_cosine_image, self.min_cosine_text) >= PARITY_MIN
+        return min(self.min_cosine_image, self.min_cosine_text) >= self.bar
 
     @property
     def faster(self) -> bool:
@@ -335,7 +342,7 @@ def _best_ms(run: Callable[[], Any], times: int = 3) -> float:
     return 1000 * best
 
 
-def check_parity(encoder: Any, towers: Towers) -> Parity:
+def check_parity(encoder: Any, towers: Towers, precision: str = "fp32") -> Parity:
     """Both runtimes on the check set (vectors compared pairwise) and timed on it, torch first."""
     pixels = np.stack([encoder.preprocess(image) for image in check_images()])
     torch_images = encoder.encode_pixels(pixels)
@@ -349,6 +356,7 @@ def check_parity(encoder: Any, towers: Towers) -> Parity:
         torch_ms=_best_ms(lambda: encoder.encode_pixels(pixels)) + _best_ms(lambda: encoder.encode_text([PARITY_TEXTS[2]])),
         runtime_ms=_best_ms(lambda: towers.image(pixels)) + _best_ms(lambda: towers.text(tokens)),
         machine=machine_id(towers.backend),
+        precision=precision,
     )
 
 
@@ -356,15 +364,16 @@ def _numpy(tokens: dict[str, Any]) -> dict[str, Any]:
     return {k: v.cpu().numpy() for k, v in tokens.items()}
 
 
-def parity_for(encoder: Any, folder: Path, towers: Towers) -> Parity:
+def parity_for(encoder: Any, folder: Path, towers: Towers, precision: str = "fp32") -> Parity:
     """This machine's parity record for the export in ``folder`` and the runtime: read, or measured now and kept."""
-    path = folder / f"parity-{towers.backend}-{machine_id(towers.backend)}.json"
+    kind = towers.backend if precision == "fp32" else f"{towers.backend}-{precision}"
+    path = folder / f"parity-{kind}-{machine_id(towers.backend)}.json"
     if path.is_file():
         try:
             return Parity(**_from_json(json.loads(path.read_text())))
         except (ValueError, TypeError, KeyError):
             pass  # unreadable: measure again
-    parity = check_parity(encoder, towers)
+    parity = check_parity(encoder, towers, precision)
     try:
         _write_atomic(path, json.dumps(asdict(parity) | {"passed": parity.passed}, indent=2))
     except OSError:
@@ -376,7 +385,26 @@ def _from_json(data: dict[str, Any]) -> dict[str, Any]:
     return {k: data[k] for k in Parity.__dataclass_fields__}
 
 
-def prepare(encoder: Any, cache: Path, backend: str = "onnx", *, say: Callable[[str], None]) -> Prepared:
+def quantise(folder: Path) -> dict[str, str]:
+    """int8 copies of both towers next to them (dynamic quantisation: int8 weights, activations quantised
+    per batch), made once, atomically; returns the file names to load."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger().setLevel(logging.ERROR)  # quantize_dynamic logs a pre-processing tip on the root logger
+    files = {}
+    for tower in ("vision", "text"):
+        target = folder / f"{tower}.int8.onnx"
+        if not target.is_file():
+            scratch = folder / f".{tower}.int8.{os.getpid()}.onnx"
+            quantize_dynamic(str(folder / f"{tower}.onnx"), str(scratch), weight_type=QuantType.QInt8)
+            os.replace(scratch, target)
+        files[f"{tower}_file"] = target.name
+    return files
+
+
+def prepare(encoder: Any, cache: Path, backend: str = "onnx", *, say: Callable[[str], None], precision: str = "fp32") -> Prepared:
     """The ``backend`` runtime's towers for ``encoder`` (exported and checked as needed), or why not."""
     if getattr(encoder, "naflex", False):
         return Prepared(None, "SigLIP 2 NaFlex models are not exported to ONNX by this version")
@@ -387,11 +415,11 @@ def prepare(encoder: Any, cache: Path, backend: str = "onnx", *, say: Callable[[
     except OSError as err:
         return Prepared(None, f"the export folder {cache} cannot be written ({err.strerror or err})")
     try:
-        towers = TOWERS[backend](folder)
-        parity = parity_for(encoder, folder, towers)
+        towers = TOWERS[backend](folder, **(quantise(folder) if precision == "int8" else {}))
+        parity = parity_for(encoder, folder, towers, precision)
     except Exception as err:  # a runtime that cannot load the file: a broken or foreign cache entry
         return Prepared(None, f"{backend} could not run the exported model ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
     if not parity.passed:
         worst = min(parity.min_cosine_image, parity.min_cosine_text)
-        return Prepared(None, f"its vectors differ from torch's on this machine (cosine {worst:.6f} < {PARITY_MIN})", parity)
+        return Prepared(None, f"its vectors differ from torch's on this machine (cosine {worst:.6f} < {parity.bar})", parity)
     return Prepared(towers, None, parity)
