@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backend", default="torch", choices=["torch", "onnx", "openvino"], help="also run this backend against torch")
     parser.add_argument("--onnx-cache", type=Path, default=Path(tempfile.gettempdir()) / "viewfinder-bench-onnx", help="where the export is kept")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "int8"], help="of the other backend (int8: onnx only)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args(argv)
     from search.encoder import default_batch_size
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     backend_load_s = 0.0
     if args.backend != "torch":
         started = time.perf_counter()
-        encoders[args.backend] = Encoder.load(args.model, args.device, backend=args.backend, cache=args.onnx_cache)
+        encoders[args.backend] = Encoder.load(args.model, args.device, backend=args.backend, cache=args.onnx_cache, precision=args.precision)
         backend_load_s = time.perf_counter() - started
         if encoders[args.backend].backend != args.backend:
             raise SystemExit(f"--backend {args.backend} fell back to {encoders[args.backend].backend} (see the line above)")
@@ -255,6 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.backend != "torch":
         other = summary(rows[args.backend], stage_sums[args.backend])
         other["name"] = args.backend
+        other["precision"] = args.precision
         other["model_load_s"] = round(backend_load_s, 2)
         other["speedup_end_to_end"] = round(other["end_to_end_img_s"] / result["end_to_end_img_s"], 3)
         other["speedup_model_only"] = round(other["model_only_img_s"] / result["model_only_img_s"], 3)

@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backend", default="torch", choices=["torch", "onnx", "openvino"], help="also time this backend against torch")
     parser.add_argument("--onnx-cache", type=Path, default=Path(tempfile.gettempdir()) / "viewfinder-bench-onnx", help="where the export is kept")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "int8"], help="of the other backend (int8: onnx only)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args(argv)
 
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         fast, fast_load_s = None, 0.0
         if args.backend != "torch":
             started = time.perf_counter()
-            fast = Encoder.load(args.model, args.device, backend=args.backend, cache=args.onnx_cache)
+            fast = Encoder.load(args.model, args.device, backend=args.backend, cache=args.onnx_cache, precision=args.precision)
             fast_load_s = time.perf_counter() - started
             if fast.backend != args.backend:
                 raise SystemExit(f"--backend {args.backend} fell back to {fast.backend} (see the line above)")
@@ -207,6 +208,7 @@ def main(argv: list[str] | None = None) -> None:
         fast_encode_p50 = percentile_ms(fast_encode_s, 50)
         result["backend"] = {
             "name": args.backend,
+            "precision": args.precision,
             "encode_p50_ms": fast_encode_p50,
             "encode_p99_ms": percentile_ms(fast_encode_s, 99),
             "p50_ms": percentile_ms(fast_full_s, 50),
