@@ -116,8 +116,8 @@ def text_map(encoder: Encoder, images: tuple[np.ndarray, np.ndarray]) -> float:
 
 
 def test_prompt_ensemble_on_this_model(encoder: Encoder, images: tuple[np.ndarray, np.ndarray]) -> None:
-    """What the evidence says (search/prompts.py): on this model, trained on bare names as often as on
-    captions, the ensemble neither helps nor hurts measurably (within 0.03 of the bare class names), and
+    """What the evidence says (search/prompts.py): on this model, trained on bare names and short photo
+    captions alike, the ensemble neither helps nor hurts measurably (within 0.03 of the bare names), and
     the photo templates do at least as well as CLIP's "best 7" (origami, video game...)."""
     vectors, labels = images
     names = list(QUERIES.values())
