@@ -163,6 +163,19 @@ def test_uploads_that_are_not_images_or_too_large_are_refused(server: Served, li
     status, _, data = server.call("POST", "/similar", big, {"Content-Type": "application/octet-stream"})
     assert status == 413 and f"{MAX_UPLOAD_MB} MB" in json.loads(data)["error"]
 
+    # The same without a length (chunked): cut off with 413 once the cap is passed.
+    conn = http.client.HTTPConnection("127.0.0.1", server.info.port, timeout=120)
+    chunks = (bytes(2**20) for _ in range(MAX_UPLOAD_MB + 2))
+    try:
+        conn.request("POST", "/similar", body=chunks, headers={"Content-Type": "application/octet-stream"}, encode_chunked=True)
+        response = conn.getresponse()
+        assert response.status == 413 and f"{MAX_UPLOAD_MB} MB" in json.loads(response.read())["error"]
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server answered and closed while the client was still sending: refused all the same
+    finally:
+        conn.close()
+    assert server.json("GET", "/health")[0] == 200  # and it goes on serving
+
     # Over the pixel cap (64 MP) but tiny in bytes: refused from the header, before any pixel is decoded.
     huge = tmp_path / "huge.png"
     Image.new("1", (9000, 8000)).save(huge)

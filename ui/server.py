@@ -303,19 +303,27 @@ class Guard:
             await self._reply(send, 413, self._too_large())
             return
         received = 0
-        started = False
+        started = refused = False
 
         async def counted_receive() -> dict[str, Any]:
-            nonlocal received
+            # A body with no length (chunked) that grows past the cap: answer 413 now and tell the app
+            # the client has gone, so it stops reading; whatever it then tries to send is dropped.
+            nonlocal received, started, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body:
-                    raise _BodyTooLarge
+                if received > self.max_body and not started:
+                    refused = started = True
+                    await self._reply(send, 413, self._too_large())
+                    return {"type": "http.disconnect"}
             return message
 
         async def tagged_send(message: dict[str, Any]) -> None:
             nonlocal started
+            if refused:
+                return
             if message["type"] == "http.response.start":
                 started = True
                 message = {**message, "headers": [*message.get("headers", []), self.home_header]}
@@ -323,9 +331,9 @@ class Guard:
 
         try:
             await self.app(scope, counted_receive, tagged_send)
-        except _BodyTooLarge:
-            if not started:
-                await self._reply(send, 413, self._too_large())
+        except Exception:
+            if not refused:
+                raise  # the app's own error (its 500 has been sent)
 
     def _authorised(self, header: bytes) -> bool:
         scheme, _, value = header.decode("latin-1").partition(" ")
@@ -341,10 +349,6 @@ class Guard:
             headers.append(self.home_header)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": data})
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 def create_app(
