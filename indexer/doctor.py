@@ -27,12 +27,13 @@ from typing import Any
 
 import faiss
 import numpy as np
-from sqlalchemy import delete
+from sqlalchemy import Engine, delete
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from indexer.forget import gone_rows
-from indexer.writer import LibraryWriter, acquire_lock, release_lock
-from search import ann, catalog
+from indexer.writer import LibraryWriter, lock_library, release_lock
+from search import ann, catalog, catalog_location
 from search.errors import LibraryCorrupt, SchemaTooNew
 from search.library import Snapshot, catalog_damage, catalog_path, leftover_files, read_snapshot
 from search.schema import migrate
@@ -213,9 +214,24 @@ def stray_findings(names: list[str], keep: set[str]) -> list[Finding]:
 # --- reading ---------------------------------------------------------------------------------------------
 
 
+def connect_catalog(home: Path) -> Engine:
+    """The library's catalog: its SQLite file, or its server database (``CatalogUnavailable``, one
+    sentence, when that cannot be reached)."""
+    url = catalog_location.server_url(home)
+    if url is None:
+        return catalog.connect(catalog_path(home))
+    engine = catalog_location.connect_server(url)
+    try:
+        engine.connect().close()
+    except OperationalError as err:
+        engine.dispose()
+        raise catalog_location.unreachable(url, err) from None
+    return engine
+
+
 def files_gone(home: Path) -> tuple[list[str], int]:
     """(catalog paths whose files are gone, files the catalog holds)."""
-    engine = catalog.connect(catalog_path(home))
+    engine = connect_catalog(home)
     try:
         with Session(engine) as session:
             gone = gone_rows(session)
@@ -250,7 +266,7 @@ def read_index_state(home: Path, name: str | None) -> IndexState:
 
 def _catalog_finding(home: Path) -> Finding | None:
     """Whether there is a catalog at all (and if not, whether that is damage or just no library)."""
-    if catalog_path(home).is_file():
+    if catalog_path(home).is_file() or (home / catalog_location.URL_FILE).is_file():
         return None
     if leftover_files(home):
         return Finding("catalog-missing", Severity.ERROR, f"The catalog {catalog_path(home)} is missing but the library's vectors are there; without it they cannot be matched to files.", SET_ASIDE.format(home=home))
@@ -261,7 +277,7 @@ def _catalog_finding(home: Path) -> Finding | None:
 
 def _read_catalog(home: Path) -> tuple[Snapshot | None, Finding | None]:
     had_vectors = any(p.name.startswith("vectors-") for p in leftover_files(home))
-    engine = catalog.connect(catalog_path(home))
+    engine = connect_catalog(home)
     try:
         with catalog_damage(home):
             migrate(engine, where=str(home))
@@ -337,7 +353,7 @@ def set_aside(home: Path, now: datetime | None = None) -> Path:
 def drop_lost_rows(home: Path) -> tuple[int, int]:
     """Catalog rows whose vectors are gone are deleted and the committed count set to what the file holds.
     Returns (rows dropped, usable vector rows)."""
-    engine = catalog.connect(catalog_path(home))
+    engine = connect_catalog(home)
     try:
         snapshot = read_snapshot(engine)
         meta = snapshot.meta
@@ -358,7 +374,7 @@ def repair(home: Path, checkup: Checkup, *, flat_below: int = ann.FLAT_BELOW) ->
     if not codes:
         return checkup
     done: list[str] = []
-    fd = acquire_lock(home)
+    fd = lock_library(home)
     writer: LibraryWriter | None = None
     try:
         if codes & {"catalog-damaged", "catalog-missing", "catalog-emptied"}:

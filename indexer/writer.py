@@ -23,8 +23,9 @@ import numpy as np
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from indexer import faults, tagging
-from search import ann, catalog, recall, tagdb
+from indexer import faults, pglock, tagging
+from indexer.pglock import AdvisoryLock
+from search import ann, catalog, catalog_location, recall, tagdb
 from search.disk import REAL, Disk
 from search.errors import LibraryLocked, LibraryWriteError, ModelMismatch
 from search.library import check_model, open_catalog, read_snapshot
@@ -62,9 +63,21 @@ def acquire_lock(home: Path, disk: Disk = REAL) -> int:
     return fd
 
 
-def release_lock(fd: int) -> None:
+def release_lock(fd: int | AdvisoryLock) -> None:
+    if isinstance(fd, AdvisoryLock):
+        fd.release()
+        return
     fcntl.flock(fd, fcntl.LOCK_UN)
     os.close(fd)
+
+
+def lock_library(home: Path, catalog_url: str | None = None, disk: Disk = REAL) -> int | AdvisoryLock:
+    """The writer lock: a ``flock`` on ``HOME/lock``, or PostgreSQL's advisory lock when the catalog is there."""
+    url = catalog_location.server_url(home, catalog_url)
+    if url is None:
+        return acquire_lock(home, disk)
+    disk.mkdir(home)
+    return pglock.acquire(home, url)
 
 
 def write_failure(home: Path, what: str, err: BaseException) -> LibraryWriteError:
@@ -78,16 +91,19 @@ def write_failure(home: Path, what: str, err: BaseException) -> LibraryWriteErro
 class LibraryWriter:
     """Holds the library's lock from ``open`` to ``close``; use as a context manager."""
 
-    def __init__(self, home: Path, lock_fd: int, disk: Disk = REAL) -> None:
+    def __init__(self, home: Path, lock_fd: int | AdvisoryLock, disk: Disk = REAL, catalog_url: str | None = None) -> None:
         self.home = home
         self._lock_fd = lock_fd
         self.disk = disk  # every file step a commit depends on goes through it (search.disk)
         # A damaged catalog or a vectors file shorter than the catalog is refused (LibraryCorrupt): appending
         # to a short file would silently give the missing rows zero vectors.
         try:
-            self.engine, snapshot = open_catalog(home)
+            self.engine, snapshot = open_catalog(home, catalog_url)
         except OperationalError as err:  # e.g. no room for the write-ahead log
             raise write_failure(home, "catalog", err) from err
+        url = catalog_location.server_url(home, catalog_url)
+        if url is not None:  # migrated and readable: later commands find it without --catalog
+            catalog_location.remember(home, url)
         self.meta: dict[str, Any] = snapshot.meta
         with self._writing("catalog"):
             self.disk.fsync_dir(home)  # a new catalog's name, before any file it names is written
@@ -95,18 +111,18 @@ class LibraryWriter:
         self._cleanup()
 
     @classmethod
-    def open(cls, home: Path, *, disk: Disk = REAL) -> LibraryWriter:
+    def open(cls, home: Path, *, disk: Disk = REAL, catalog_url: str | None = None) -> LibraryWriter:
         home = Path(home).expanduser()
-        fd = acquire_lock(home, disk)
+        fd = lock_library(home, catalog_url, disk)
         try:
-            return cls(home, fd, disk)
+            return cls(home, fd, disk, catalog_url)
         except BaseException:
             release_lock(fd)
             raise
 
     def close(self) -> None:
         self.engine.dispose()
-        if self._lock_fd >= 0:
+        if self._lock_fd is not None and self._lock_fd != -1:
             release_lock(self._lock_fd)
             self._lock_fd = -1
 

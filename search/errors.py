@@ -31,6 +31,10 @@ class LibraryLocked(ViewfinderError):
     """Another indexer is writing to this library."""
 
 
+class CatalogUnavailable(ViewfinderError):
+    """The catalog's database server cannot be used: bad URL, missing driver, unreachable, refused login."""
+
+
 class LibraryWriteError(ViewfinderError):
     """A library file could not be written (disk full, read-only disk, I/O error); the last committed
     state is kept as it was."""

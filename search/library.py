@@ -34,10 +34,10 @@ from typing import Any
 import faiss
 import numpy as np
 from sqlalchemy import Engine
-from sqlalchemy.exc import DatabaseError
+from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session
 
-from search import ann, catalog
+from search import ann, catalog, catalog_location
 from search.errors import LibraryCorrupt, LibraryNotFound, ModelMismatch, QueryError
 from search.records import Hit, ImageRecord, IndexParams, LibraryInfo, Vectors
 from search.schema import migrate
@@ -107,17 +107,25 @@ def leftover_files(home: Path) -> list[Path]:
     return sorted(p for p in home.iterdir() if p.is_file() and p.name.startswith(("vectors-", "index-")))
 
 
-def open_catalog(home: Path) -> tuple[Engine, Snapshot]:
+def open_catalog(home: Path, given: str | None = None) -> tuple[Engine, Snapshot]:
     """Connect, migrate and read a snapshot; ``LibraryCorrupt`` when the catalog file is damaged or has
-    lost what the vectors next to it need (an emptied catalog would otherwise look like a new library)."""
+    lost what the vectors next to it need (an emptied catalog would otherwise look like a new library).
+    The catalog is the SQLite file in ``home`` or the server database ``search.catalog_location`` names."""
+    url = catalog_location.server_url(home, given)
     leftovers = leftover_files(home)
-    if leftovers and not catalog_path(home).is_file():
+    if leftovers and url is None and not catalog_path(home).is_file():
         raise missing_catalog(home)  # not a new library: do not create an empty catalog next to its vectors
     had_vectors = any(p.name.startswith("vectors-") for p in leftovers)  # read before the snapshot: no race
-    engine = catalog.connect(catalog_path(home))
+    engine = catalog.connect(catalog_path(home)) if url is None else catalog_location.connect_server(url)
     try:
         with catalog_damage(home):
-            migrate(engine, where=str(home))
+            if url is not None:
+                try:
+                    migrate(engine, where=str(home))
+                except OperationalError as err:
+                    raise catalog_location.unreachable(url, err) from None
+            else:
+                migrate(engine, where=str(home))
             snapshot = read_snapshot(engine)
         if snapshot.dim is None and had_vectors:
             raise LibraryCorrupt(
@@ -158,9 +166,12 @@ def read_snapshot(engine: Engine) -> Snapshot:
     so without the explicit BEGIN each query would see its own moment, and a commit landing between them
     would give ids past ``vector_rows`` (found by tests/test_concurrency.py)."""
     with Session(engine) as session, session.begin():
-        dbapi = session.connection().connection.dbapi_connection
-        if dbapi is not None and not dbapi.in_transaction:
-            dbapi.execute("BEGIN")  # committed (a no-op for a read) when the session's transaction ends
+        if engine.dialect.name != "sqlite":  # a server: one REPEATABLE READ transaction is one snapshot
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        else:
+            dbapi = session.connection().connection.dbapi_connection
+            if dbapi is not None and not dbapi.in_transaction:
+                dbapi.execute("BEGIN")  # committed (a no-op for a read) when the session's transaction ends
         meta = catalog.read_meta(session)
         live, rows = catalog.live_ids_and_rows(session)
     return Snapshot(meta=meta, live=live, rows=rows)
@@ -189,7 +200,12 @@ class Library:
     @classmethod
     def open(cls, home: Path, *, model: str | None = None) -> Library:
         home = Path(home).expanduser()
-        if not catalog_path(home).is_file():
+        if catalog_location.server_url(home) is not None:
+            if not (home / catalog_location.URL_FILE).is_file():
+                raise LibraryNotFound(
+                    f"There is no Viewfinder library in {home}: run `viewfinder index FOLDER --home {home}` first."
+                )
+        elif not catalog_path(home).is_file():
             if leftover_files(home):
                 raise missing_catalog(home)
             raise LibraryNotFound(

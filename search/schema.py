@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from search.errors import SchemaTooNew
 
@@ -39,7 +39,7 @@ def stored_revision(engine: Engine) -> str | None:
     try:
         with engine.connect() as conn:
             return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    except OperationalError:  # no alembic_version table yet
+    except (OperationalError, ProgrammingError):  # no alembic_version table yet (ProgrammingError: PostgreSQL)
         return None
 
 

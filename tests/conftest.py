@@ -6,11 +6,13 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from sqlalchemy import Engine
 from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -52,6 +54,94 @@ def semantic_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Held-out Fashion-MNIST test images, 40 per class in folders named by class (``sneaker/07.png``).
     Shared by the session: a test that moves, deletes or adds files works on its own copy."""
     return Path(shutil.copytree(SEMANTIC_IMAGES, tmp_path_factory.mktemp("semantic-images") / "fashion"))
+
+
+# --- the catalog on PostgreSQL (search/catalog_location.py) ------------------------------------------
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+def _no_postgres(why: str) -> None:
+    """Outside CI a machine without PostgreSQL skips these tests; in CI (CI=true, or .ci/run's
+    VIEWFINDER_REQUIRE_POSTGRES=1) that is a failure."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes") or os.environ.get("VIEWFINDER_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"PostgreSQL tests cannot run in CI: {why}")
+    pytest.skip(f"no PostgreSQL server: {why}")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A real PostgreSQL server for the session (Debian's ``postgresql`` package): its own data folder,
+    run as a non-root user (``nobody`` when the tests run as root), trust auth on 127.0.0.1 and a unix
+    socket in the data folder, fsync off (a test server). Yields the base URL, without a database."""
+    import socket
+    import subprocess
+
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        _no_postgres("psycopg is not installed (pip install 'viewfinder[postgres]')")
+    pg = _pg_bin()
+    if pg is None:
+        _no_postgres("initdb not found under /usr/lib/postgresql (apt-get install postgresql)")
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="viewfinder-pg-"))  # under /tmp: pytest's own folders are root's alone
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(folder, "nobody")
+        os.chmod(folder, 0o700)
+        as_user = ["runuser", "-u", "nobody", "--"]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    data = folder / "data"
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=200"
+    try:
+        subprocess.run([*as_user, str(pg / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"], check=True, capture_output=True, timeout=120)
+        subprocess.run([*as_user, str(pg / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start"], check=True, capture_output=True, timeout=120)
+    except (OSError, subprocess.SubprocessError) as err:
+        _no_postgres(f"{err}: {getattr(err, 'stderr', b'') or ''}")
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+    finally:
+        subprocess.run([*as_user, str(pg / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True, timeout=60, check=False)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+_databases = iter(range(1, 1_000_000))
+
+
+@pytest.fixture()
+def postgres_catalog(postgres_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new empty database on the session's server, set as $VIEWFINDER_CATALOG_URL for the test."""
+    import psycopg
+
+    name = f"vf{next(_databases)}_{os.getpid()}"
+    with psycopg.connect(postgres_server.replace("+psycopg", "") + "/postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    url = f"{postgres_server}/{name}"
+    monkeypatch.setenv("VIEWFINDER_CATALOG_URL", url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def catalog_backend(request: pytest.FixtureRequest) -> str:
+    """Runs a test once on the default SQLite catalog and once on a PostgreSQL one."""
+    if request.param == "postgres":
+        request.getfixturevalue("postgres_catalog")
+    return str(request.param)
+
+
+def catalog_engine(home: Path) -> Engine:
+    """An engine on ``home``'s catalog, whichever database holds it."""
+    from search import catalog, catalog_location
+
+    url = catalog_location.server_url(home)
+    return catalog.connect(home / catalog.CATALOG_FILE) if url is None else catalog_location.connect_server(url)
 
 
 def write_image(path: Path, seed: int, size: tuple[int, int] = (96, 72), fmt: str | None = None) -> Path:

@@ -8,12 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import Cli
+from conftest import Cli, catalog_engine
 from test_kill import Forker, check_complete, corpus_files, encoder, forker, make_collection, resume  # noqa: F401
 
 from indexer.writer import LibraryWriter
 from search.errors import LibraryLocked
 from search.library import Library
+
+# Every test here runs on the default SQLite catalog and on a PostgreSQL one (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("catalog_backend")
 
 
 @pytest.mark.timeout(300)
@@ -85,5 +88,5 @@ def test_a_snapshot_is_one_moment(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         return meta
 
     monkeypatch.setattr(catalog, "read_meta", meta_then_a_commit)
-    snap = library.read_snapshot(catalog.connect(tmp_path / "catalog.sqlite"))
+    snap = library.read_snapshot(catalog_engine(tmp_path))
     assert landed and snap.vector_rows == 20 and snap.live.tolist() == list(range(20))

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import Cli
+from conftest import Cli, catalog_engine
+from sqlalchemy import text
 from test_ann import clustered, fill, finish
 
 from indexer.writer import LibraryWriter
 from search.errors import LibraryLocked, SchemaTooNew
 from search.library import Library
+
+# Every test here runs on the default SQLite catalog and on a PostgreSQL one (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("catalog_backend")
 
 
 def test_torn_tail_and_orphans_are_ignored_then_cleaned(tmp_path: Path) -> None:
@@ -51,8 +54,10 @@ def test_reader_sees_last_committed_state_during_a_run(tmp_path: Path) -> None:
 
 def test_newer_schema_refused(tmp_path: Path) -> None:
     fill(tmp_path, clustered(10, 32))
-    with sqlite3.connect(tmp_path / "catalog.sqlite") as db:
-        db.execute("UPDATE alembic_version SET version_num = '9999_future'")
+    engine = catalog_engine(tmp_path)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999_future'"))
+    engine.dispose()
     with pytest.raises(SchemaTooNew, match="newer Viewfinder"):
         Library.open(tmp_path)
 

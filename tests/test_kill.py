@@ -65,6 +65,8 @@ BATCH = 8
 def _cli_child(argv: list[str], env: dict[str, str]) -> None:
     """Runs in the forked child: the real ``viewfinder`` command with the given environment."""
     os.environ.update(env)
+    if not os.environ.get("VIEWFINDER_CATALOG_URL"):
+        os.environ.pop("VIEWFINDER_CATALOG_URL", None)  # the SQLite catalog
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)  # the report; stderr is kept for a failing test's output
     from ui.cli import app
@@ -80,6 +82,8 @@ class Forker:
     def start(self, home: Path, root: Path, env: dict[str, str] | None = None, *, batch: int = BATCH) -> multiprocessing.Process:
         argv = ["index", str(root), "--home", str(home), "--model", str(self.model), "--batch-size", str(batch), "--workers", "2"]
         full_env = {"VIEWFINDER_FLAT_BELOW": str(FLAT_BELOW), "HF_HUB_OFFLINE": "1", **(env or {})}
+        # The forkserver's environment is that of its start (maybe during a PostgreSQL test): this test's own.
+        full_env.setdefault("VIEWFINDER_CATALOG_URL", os.environ.get("VIEWFINDER_CATALOG_URL", ""))
         proc = self.ctx.Process(target=_cli_child, args=(argv, full_env))
         # The child re-imports the parent's __main__; after AppTest ran in this process, that is the
         # Streamlit script. A bare module keeps the child to the CLI alone.
@@ -131,7 +135,7 @@ def resume(home: Path, root: Path, encoder: Encoder) -> None:
 
 def check_open_after_kill(home: Path) -> None:
     """Right after a kill: the library opens, and a search returns only rows the catalog has committed."""
-    if not (home / "catalog.sqlite").exists():
+    if not (home / "catalog.sqlite").exists() and not (home / "catalog.url").exists():
         return  # killed before the catalog was created: nothing was committed
     lib = Library.open(home)
     try:
@@ -263,6 +267,12 @@ def test_kill_first_run_at(point: str, tmp_path: Path, base: tuple[Path, Path], 
     check_complete(home, corpus.images, corpus.broken)
 
 
+@pytest.mark.parametrize("point", ["vectors.appended:3", "batch.committed:4", "index.renamed"])
+def test_kill_first_run_on_postgres_at(point: str, tmp_path: Path, base: tuple[Path, Path], forker: Forker, encoder: Encoder, postgres_catalog: str) -> None:
+    """The same kills with the catalog on PostgreSQL (a subset of the points: the commit steps)."""
+    test_kill_first_run_at(point, tmp_path, base, forker, encoder)
+
+
 @pytest.mark.parametrize("point", CHANGED_POINTS)
 def test_kill_incremental_run_at(point: str, tmp_path: Path, base: tuple[Path, Path], forker: Forker, encoder: Encoder) -> None:
     corpus, home = changed(tmp_path, base)
@@ -272,7 +282,7 @@ def test_kill_incremental_run_at(point: str, tmp_path: Path, base: tuple[Path, P
     check_complete(home, corpus.images, corpus.broken, garbage_ok=True)
 
 
-def test_kill_twice_then_finish(tmp_path: Path, base: tuple[Path, Path], forker: Forker, encoder: Encoder) -> None:
+def test_kill_twice_then_finish(tmp_path: Path, base: tuple[Path, Path], forker: Forker, encoder: Encoder, catalog_backend: str) -> None:
     """A run killed mid-way, a second run killed at another point, a third that finishes."""
     corpus, home = fresh(tmp_path, base)
     assert forker.run(home, corpus.root, {"VIEWFINDER_FAULT": "batch.committed:3"}) == -signal.SIGKILL

@@ -17,6 +17,7 @@ import typer
 from search.settings import DEFAULT_MODEL, Settings
 from ui.clikit import (
     BackendOpt,
+    CatalogOpt,
     DeviceOpt,
     HomeOpt,
     JsonOpt,
@@ -44,6 +45,7 @@ def index(
     backend: BackendOpt = None,
     precision: PrecisionOpt = None,
     workers: Annotated[int | None, typer.Option("--workers", metavar="N", min=1, help="Decoding threads (default: CPU count, at most 8).")] = None,
+    catalog_url: CatalogOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Index images under PATHS: new and changed files are embedded, unchanged ones skipped, deleted ones removed."""
@@ -67,7 +69,7 @@ def index(
         if missing and not catalog_path(Path(settings.home).expanduser()).is_file():
             raise_usage(f"No such file or folder: {', '.join(missing)}")
         dev = pick_device(settings.device)
-        with LibraryWriter.open(settings.home) as writer:
+        with LibraryWriter.open(settings.home, catalog_url=catalog_url) as writer:
             with writer.session() as session:  # a path indexed before and deleted since: its rows are removed
                 unknown = [p for p, rows in rows_under(session, [absolute(p) for p in missing]).items() if not rows]
             if unknown:

@@ -48,6 +48,17 @@ ModelOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+CatalogOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--catalog",
+        metavar="URL",
+        help="The catalog on a database server, e.g. postgresql://user@host/db (pip install 'viewfinder[postgres]'); "
+        "the library remembers it without the password (default: $VIEWFINDER_CATALOG_URL, else the remembered one, "
+        "else SQLite in the library folder).",
+        show_default=False,
+    ),
+]
 KOpt = Annotated[int, typer.Option("-k", "--top", metavar="N", min=1, max=10_000, help="Number of results.")]
 DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEVICE", help="auto, cpu or cuda.")]
 BackendOpt = Annotated[
