@@ -16,6 +16,8 @@ Steps (each a pure function in ``search.ranking``/``search.cutoff`` where it can
 from __future__ import annotations
 
 import os
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +83,18 @@ def run(searcher: Searcher, query: Query) -> Results:
     if len(library) == 0:
         library.ensure_searchable()  # nothing indexed and no indexer at work: say how to index
         return Results(hits=[], notices=(f"An indexer is writing to {library.home} and has not committed any image yet; try again in a moment.",))
-    embedded = embed(searcher, query)
+    return ranked(searcher, query, embed(searcher, query))
+
+
+def run_vector(searcher: Searcher, vector: Vectors, query: Query) -> Results:
+    """``run`` with the query's vector already computed (its terms only say whether it holds text)."""
+    has_text = any(t.kind == "text" for t in query.terms)
+    return ranked(searcher, query, Embedded(vector=_unit(vector), has_text=has_text))
+
+
+def ranked(searcher: Searcher, query: Query, embedded: Embedded) -> Results:
+    """Steps 2 and 3 of the module docstring, for an embedded query."""
+    library = searcher.library
     allowed = _mask(library, query)
     matched = int(library.allowed.sum()) if allowed is None else int((library.allowed & _fit(allowed, len(library.allowed))).sum())
     need = query.offset + query.k
@@ -111,13 +124,30 @@ def run(searcher: Searcher, query: Query) -> Results:
     return Results(hits=hits, cut=cut, matched=matched, notices=tuple(embedded.notices), more=more)
 
 
+MASK_CACHE = 16  # filters remembered per library snapshot (paging and re-sorting reuse them)
+_masks: weakref.WeakKeyDictionary[Any, OrderedDict[Any, tuple[Any, np.ndarray | None]]] = weakref.WeakKeyDictionary()
+
+
 def _mask(library: Any, query: Query) -> np.ndarray | None:
+    """The filter's matches as a mask over FAISS ids, computed once per (filter, snapshot): a catalog scan
+    at 1M rows costs tens of milliseconds, a page turn or a new sort must not pay it again."""
     if not query.filter.active:
         return None
     from sqlalchemy.orm import Session
 
+    cache = _masks.setdefault(library, OrderedDict())
+    snapshot = library.snapshot
+    held = cache.get(query.filter)
+    if held is not None and held[0] is snapshot:  # the snapshot it was computed on is held: no id reuse
+        cache.move_to_end(query.filter)
+        return held[1]
     with Session(library.engine) as session:
-        return allowed_mask(session, query.filter, library.snapshot.vector_rows)
+        mask = allowed_mask(session, query.filter, snapshot.vector_rows)
+    cache[query.filter] = (snapshot, mask)
+    cache.move_to_end(query.filter)
+    while len(cache) > MASK_CACHE:
+        cache.popitem(last=False)
+    return mask
 
 
 def _fit(mask: np.ndarray, length: int) -> np.ndarray:
