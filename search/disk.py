@@ -19,6 +19,7 @@ the committed rows, a removed old index file (a stray, removed by the next write
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,3 +81,23 @@ class Disk:
 
 
 REAL = Disk()
+
+
+def atomic_write(target: Path, data: bytes, *, durable: bool = True) -> None:
+    """``target`` holds ``data`` whole or keeps what it held: a temp file in the same folder, renamed over
+    it. ``durable``: the data and the new name are fsynced (temp file + fsync + rename + fsync of the
+    folder); caches (thumbnails) skip that, a power cut may only lose them."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if durable:
+        Disk().fsync_dir(target.parent)

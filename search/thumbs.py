@@ -14,10 +14,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from search.disk import atomic_write
 from search.errors import QueryError
 from search.images import decode_image, make_thumbnail
 from search.records import ImageRecord, Status
@@ -45,15 +45,7 @@ def render(path: str, max_side: int) -> bytes:
 
 
 def write_atomic(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".thumb-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(target, data, durable=False)  # a cache: a power cut may lose it, never tear it
 
 
 def unchanged_since_indexed(record: ImageRecord) -> bool:

@@ -8,11 +8,11 @@ import csv
 import io
 import os
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from search.disk import Disk, atomic_write
 from search.errors import QueryError
 from search.records import Hit
 
@@ -30,32 +30,9 @@ def csv_text(hits: Sequence[Hit]) -> str:
     return out.getvalue()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_csv(hits: Sequence[Hit], path: Path) -> None:
     try:
-        _atomic_write(path, csv_text(hits).encode("utf-8"))
+        atomic_write(path, csv_text(hits).encode("utf-8"))
     except OSError as err:
         raise QueryError(f"Could not write {path} ({err.strerror or err}).") from err
 
@@ -88,7 +65,7 @@ def export_files(hits: Sequence[Hit], folder: Path, *, copy: bool = False) -> in
         except OSError as err:
             tmp.unlink(missing_ok=True)
             raise QueryError(f"Could not export {hit.path} into {folder} ({err.strerror or err}).") from err
-    _fsync_dir(folder)
+    Disk().fsync_dir(folder)
     return done
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from search.disk import atomic_write
 
 SERVER_FILE = "server.json"
 TOKEN_ENV = "VIEWFINDER_TOKEN"  # the token of a server started with one, for `serve` and for clients
@@ -65,17 +66,7 @@ def read(home: Path) -> ServerInfo | None:
 
 def write(home: Path, info: ServerInfo) -> None:
     """Atomically: a reader sees the old file or the whole new one, never part of it."""
-    target = server_file(home)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".server-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(info.to_json(), fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(server_file(home), json.dumps(info.to_json(), indent=2).encode("utf-8"))
 
 
 def remove(home: Path, pid: int) -> None:
