@@ -3,6 +3,8 @@ the same options, answered by ``Searcher.run`` (or a running ``viewfinder serve`
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -54,7 +56,9 @@ CsvOpt = Annotated[Path | None, typer.Option("--csv", metavar="FILE", help="Writ
 
 
 def build_query(terms: tuple[Any, ...], *, k: int, offset: int, page: int | None, sort: str, cutoff: str, group: bool, raw: bool, **filters: Any) -> Any:
-    from search.filterspec import Filter  # not search.filters: numpy + SQLAlchemy would slow the server client path
+    from search.filterspec import (
+        Filter,  # not search.filters: numpy + SQLAlchemy would slow the server client path
+    )
     from search.query import Cutoff, Query, parse_date
 
     values = {
@@ -107,7 +111,7 @@ def answer_here(settings: Settings, query: Any) -> Any:
     library = Library.open(settings.home, model=requested)
     model_id = library.model or requested or DEFAULT_MODEL
     check_precision(settings.precision, check_backend(settings.backend))
-    encoder = lambda: Encoder.load(model_id, settings.device, backend=settings.backend, cache=cache_root(settings.home), precision=settings.precision)  # noqa: E731
+    encoder = lambda: Encoder.load(model_id, settings.device, backend=settings.backend, cache=cache_root(settings.home), precision=settings.precision)
     return Searcher(library, encoder).run(query)
 
 
@@ -133,99 +137,61 @@ def report(results: Any, *, as_json: bool, export: Path | None, copy: bool, csv_
         typer.echo(f"{hit.rank:>3}  {hit.score:.4f}  {hit.path}{extra}")
 
 
-def _run(head: list[Any], plus: list[str] | None, minus: list[str] | None, home: Path | None, model: str | None, device: str, options: dict[str, Any]) -> None:
+# The options both commands take, in the order --help lists them: (parameter, annotation, default).
+QUERY_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
+    ("plus", AndOpt, None), ("minus", NotOpt, None),
+    ("folder", FolderOpt, None), ("after", AfterOpt, None), ("before", BeforeOpt, None), ("formats", FormatOpt, None),
+    ("min_width", MinWidthOpt, None), ("min_height", MinHeightOpt, None), ("camera", CameraOpt, None), ("glob", GlobOpt, None),
+    ("sort", SortOpt, "relevance"), ("cutoff", CutoffOpt, "none"), ("k", KOpt, 20), ("offset", OffsetOpt, 0), ("page", PageOpt, None),
+    ("group", GroupOpt, False), ("raw", RawOpt, False), ("export", ExportOpt, None), ("copy", CopyOpt, False), ("csv_file", CsvOpt, None),
+    ("server", ServerOpt, None), ("no_server", NoServerOpt, False), ("home", HomeOpt, None), ("model", ModelOpt, None),
+    ("device", DeviceOpt, "auto"), ("backend", BackendOpt, None), ("precision", PrecisionOpt, None), ("as_json", JsonOpt, False),
+)  # fmt: skip
+
+
+def _run(head: Any, options: dict[str, Any]) -> None:
+    """Build the query from the first term and the options, answer it, print it."""
     from search.query import build_terms
 
     as_json, export, copy, csv_file = (options.pop(name) for name in ("as_json", "export", "copy", "csv_file"))
-    server, no_server, backend = options.pop("server"), options.pop("no_server"), options.pop("backend")
-    precision = options.pop("precision")
+    server, no_server = options.pop("server"), options.pop("no_server")
+    home, model, device, backend, precision = (options.pop(n) for n in ("home", "model", "device", "backend", "precision"))
+    plus, minus = options.pop("plus"), options.pop("minus")
     if copy and export is None:
         raise_usage("--copy goes with --export DIR.")
     with user_errors():
-        terms = head + list(build_terms([], plus or [], minus or []))
-        query = build_query(tuple(terms), **options)
+        terms = (head, *build_terms([], plus or [], minus or []))
+        query = build_query(terms, **options)
         results = answer(settings_for(home, model, device, backend, precision), query, server=server, no_server=no_server)
         report(results, as_json=as_json, export=export, copy=copy, csv_file=csv_file)
 
 
-@app.command()
-def search(
-    text: Annotated[str, typer.Argument(metavar="TEXT", help="What to look for, in words.", show_default=False)],
-    plus: AndOpt = None,
-    minus: NotOpt = None,
-    folder: FolderOpt = None,
-    after: AfterOpt = None,
-    before: BeforeOpt = None,
-    formats: FormatOpt = None,
-    min_width: MinWidthOpt = None,
-    min_height: MinHeightOpt = None,
-    camera: CameraOpt = None,
-    glob: GlobOpt = None,
-    sort: SortOpt = "relevance",
-    cutoff: CutoffOpt = "none",
-    k: KOpt = 20,
-    offset: OffsetOpt = 0,
-    page: PageOpt = None,
-    group: GroupOpt = False,
-    raw: RawOpt = False,
-    export: ExportOpt = None,
-    copy: CopyOpt = False,
-    csv_file: CsvOpt = None,
-    server: ServerOpt = None,
-    no_server: NoServerOpt = False,
-    home: HomeOpt = None,
-    model: ModelOpt = None,
-    device: DeviceOpt = "auto",
-    backend: BackendOpt = None,
-    precision: PrecisionOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Find the images that best match TEXT (plus --and, minus --not terms), best first."""
+def query_command(name: str, head: inspect.Parameter, first_term: Callable[[Any], Any], doc: str) -> None:
+    """Register ``viewfinder NAME HEAD [QUERY_OPTIONS]``: one signature for search and similar, built here
+    (Typer reads ``__signature__``), so the two commands cannot drift apart."""
+
+    def command(**values: Any) -> None:
+        _run(first_term(values.pop(head.name)), values)
+
+    options = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=a, default=d) for n, a, d in QUERY_OPTIONS]
+    command.__signature__ = inspect.Signature([head.replace(kind=inspect.Parameter.KEYWORD_ONLY), *options])  # type: ignore[attr-defined]
+    command.__annotations__ = {}
+    command.__doc__ = doc
+    command.__name__ = name
+    app.command(name)(command)
+
+
+def text_term(text: str) -> Any:
     from search.errors import QueryError
     from search.query import Term
 
     if not text.strip():
         with user_errors():
             raise QueryError("The text query is empty.")
-    options = dict(locals())
-    for name in ("text", "plus", "minus", "home", "model", "device", "Term", "QueryError"):
-        options.pop(name, None)
-    _run([Term(kind="text", value=text.strip())], plus, minus, home, model, device, options)
+    return Term(kind="text", value=text.strip())
 
 
-@app.command()
-def similar(
-    image: Annotated[Path, typer.Argument(metavar="IMAGE", help="An image file (indexed or not).", show_default=False)],
-    plus: AndOpt = None,
-    minus: NotOpt = None,
-    folder: FolderOpt = None,
-    after: AfterOpt = None,
-    before: BeforeOpt = None,
-    formats: FormatOpt = None,
-    min_width: MinWidthOpt = None,
-    min_height: MinHeightOpt = None,
-    camera: CameraOpt = None,
-    glob: GlobOpt = None,
-    sort: SortOpt = "relevance",
-    cutoff: CutoffOpt = "none",
-    k: KOpt = 20,
-    offset: OffsetOpt = 0,
-    page: PageOpt = None,
-    group: GroupOpt = False,
-    raw: RawOpt = False,
-    export: ExportOpt = None,
-    copy: CopyOpt = False,
-    csv_file: CsvOpt = None,
-    server: ServerOpt = None,
-    no_server: NoServerOpt = False,
-    home: HomeOpt = None,
-    model: ModelOpt = None,
-    device: DeviceOpt = "auto",
-    backend: BackendOpt = None,
-    precision: PrecisionOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Find the images most like IMAGE (plus --and, minus --not terms), best first; an indexed IMAGE comes first."""
+def image_term(image: Path) -> Any:
     import os
 
     from search.query import Term
@@ -234,7 +200,18 @@ def similar(
         raise_usage(f"{image} is a folder, not an image: name an image file (or search in it with --folder).")
     if not image.is_file():
         raise_usage(f"No such image file: {image}")
-    options = dict(locals())
-    for name in ("image", "plus", "minus", "home", "model", "device", "Term", "os"):
-        options.pop(name, None)
-    _run([Term(kind="image", value=os.path.abspath(image))], plus, minus, home, model, device, options)
+    return Term(kind="image", value=os.path.abspath(image))
+
+
+query_command(
+    "search",
+    inspect.Parameter("text", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Annotated[str, typer.Argument(metavar="TEXT", help="What to look for, in words.", show_default=False)]),
+    text_term,
+    "Find the images that best match TEXT (plus --and, minus --not terms), best first.",
+)
+query_command(
+    "similar",
+    inspect.Parameter("image", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Annotated[Path, typer.Argument(metavar="IMAGE", help="An image file (indexed or not).", show_default=False)]),
+    image_term,
+    "Find the images most like IMAGE (plus --and, minus --not terms), best first; an indexed IMAGE comes first.",
+)
