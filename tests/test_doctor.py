@@ -255,11 +255,10 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def fill(folder: Path, leave: int) -> Path:
     """Fill the file system holding ``folder`` up to ``leave`` free bytes."""
     filler = folder / "filler"
-    with open(filler, "wb") as fh:
+    with open(filler, "wb", buffering=0) as fh:  # unbuffered: nothing left to flush (and fail) on close
         try:
             while True:
-                fh.write(b"\0" * 65536)
-                fh.flush()
+                fh.write(b"\0" * 4096)
         except OSError:
             pass
     stat = os.statvfs(folder)
