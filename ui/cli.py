@@ -46,6 +46,7 @@ def index(
     precision: PrecisionOpt = None,
     workers: Annotated[int | None, typer.Option("--workers", metavar="N", min=1, help="Decoding threads (default: CPU count, at most 8).")] = None,
     catalog_url: CatalogOpt = None,
+    ray_address: Annotated[str | None, typer.Option("--ray", metavar="ADDRESS", help="Read, decode and embed on a Ray cluster (auto: the running one, else a new one on this machine); pip install 'viewfinder[ray]'.", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Index images under PATHS: new and changed files are embedded, unchanged ones skipped, deleted ones removed."""
@@ -77,16 +78,26 @@ def index(
             model_id = resolve_model_id(settings.model) if settings.model else (writer.model or DEFAULT_MODEL)
             writer.check_model(model_id)
             progress = RichProgress(enabled=not as_json and sys.stderr.isatty())
-            report = index_paths(
-                paths,
-                writer,
-                lambda: Encoder.load(model_id, dev, backend=settings.backend, cache=cache_root(settings.home), precision=settings.precision),
-                model_id=model_id,
-                batch_size=batch_size or settings.batch_size or default_batch_size(dev),
-                progress=progress,
-                workers=workers,
-                flat_below=settings.flat_below or FLAT_BELOW,
-            )
+            if ray_address is not None:  # the same writer and commits; the embedding on the cluster
+                from functools import partial
+
+                from indexer.ray_ingest import index_paths_ray
+
+                load = partial(Encoder.load, model_id, backend=settings.backend, cache=cache_root(settings.home), precision=settings.precision)
+                report = index_paths_ray(paths, writer, load, address=ray_address, model_id=model_id, progress=progress,
+                                         batch_size=batch_size or settings.batch_size or default_batch_size(dev),
+                                         flat_below=settings.flat_below or FLAT_BELOW)  # fmt: skip
+            else:
+                report = index_paths(
+                    paths,
+                    writer,
+                    lambda: Encoder.load(model_id, dev, backend=settings.backend, cache=cache_root(settings.home), precision=settings.precision),
+                    model_id=model_id,
+                    batch_size=batch_size or settings.batch_size or default_batch_size(dev),
+                    progress=progress,
+                    workers=workers,
+                    flat_below=settings.flat_below or FLAT_BELOW,
+                )
     report.seconds = time.perf_counter() - started
     if as_json:
         emit_json(report.to_json())
