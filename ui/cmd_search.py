@@ -42,6 +42,7 @@ MinWidthOpt = Annotated[int | None, typer.Option("--min-width", metavar="N", hel
 MinHeightOpt = Annotated[int | None, typer.Option("--min-height", metavar="N", help="At least N pixels high.", show_default=False)]
 CameraOpt = Annotated[str | None, typer.Option("--camera", metavar="TEXT", help="Camera make or model contains TEXT.", show_default=False)]
 GlobOpt = Annotated[str | None, typer.Option("--glob", metavar="PATTERN", help="Path matches a shell pattern ('*.png', '*/2024/*').", show_default=False)]
+TagOpt = Annotated[list[str] | None, typer.Option("--tag", metavar="LABEL", help="Only images tagged LABEL by `viewfinder tag`; repeatable (all of them).", show_default=False)]
 SortOpt = Annotated[str, typer.Option("--sort", metavar="ORDER", help="relevance, newest, oldest or modified.")]
 CutoffOpt = Annotated[str, typer.Option("--cutoff", metavar="auto|none|SCORE", help="Hide results below a relevance cutoff.")]
 OffsetOpt = Annotated[int, typer.Option("--offset", metavar="N", min=0, help="Skip the first N results.")]
@@ -70,6 +71,7 @@ def build_query(terms: tuple[Any, ...], *, k: int, offset: int, page: int | None
         "min_height": filters.get("min_height"),
         "camera": filters.get("camera") or None,
         "glob": filters.get("glob") or None,
+        "tags": frozenset(filters.get("tags") or ()),
     }
     query = Query(
         terms=terms,
@@ -142,7 +144,7 @@ QUERY_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("plus", AndOpt, None), ("minus", NotOpt, None),
     ("folder", FolderOpt, None), ("after", AfterOpt, None), ("before", BeforeOpt, None), ("formats", FormatOpt, None),
     ("min_width", MinWidthOpt, None), ("min_height", MinHeightOpt, None), ("camera", CameraOpt, None), ("glob", GlobOpt, None),
-    ("sort", SortOpt, "relevance"), ("cutoff", CutoffOpt, "none"), ("k", KOpt, 20), ("offset", OffsetOpt, 0), ("page", PageOpt, None),
+    ("tags", TagOpt, None), ("sort", SortOpt, "relevance"), ("cutoff", CutoffOpt, "none"), ("k", KOpt, 20), ("offset", OffsetOpt, 0), ("page", PageOpt, None),
     ("group", GroupOpt, False), ("raw", RawOpt, False), ("export", ExportOpt, None), ("copy", CopyOpt, False), ("csv_file", CsvOpt, None),
     ("server", ServerOpt, None), ("no_server", NoServerOpt, False), ("home", HomeOpt, None), ("model", ModelOpt, None),
     ("device", DeviceOpt, "auto"), ("backend", BackendOpt, None), ("precision", PrecisionOpt, None), ("as_json", JsonOpt, False),
