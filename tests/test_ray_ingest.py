@@ -62,7 +62,12 @@ def test_ray_builds_the_library_the_local_path_builds(local_ray: None, tmp_path:
     (root / "d0" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00junk" * 30)
     local, distributed = tmp_path / "local", tmp_path / "ray"
     resume(local, root, Encoder.load(str(tiny_clip), "cpu"))
-    _run_ray(distributed, root, tiny_clip)
+    from indexer.ray_ingest import RayTimings
+
+    timings = RayTimings()
+    _run_ray(distributed, root, tiny_clip, timings=timings)
+    assert timings.actors == 2 and timings.ready_s > 0 and timings.first_batch_s > 0  # what bench/ingest.py --ray reports
+    assert min(timings.model_load_s, timings.load_s, timings.embed_s, timings.commit_s, timings.plan_s) > 0
     a, b = _rows(local), _rows(distributed)
     assert a.keys() == b.keys() and {p: s for p, (s, _) in a.items()} == {p: s for p, (s, _) in b.items()}
     for path, (_, vec) in a.items():
