@@ -25,6 +25,19 @@ into a second library, next to the torch ones (the baseline: today's transformer
 two backends taking turns going first. Its figures are under ``backend``, with
 ``speedup_end_to_end`` = its end-to-end img/s / torch's (target >= 1.4) and ``speedup_model_only``.
 
+``--ray ADDRESS`` (``auto``: a local Ray on this machine's cores, as ``viewfinder index --ray auto``) also
+indexes every segment through ``indexer.ray_ingest.index_paths_ray`` into a third library, the same
+folders with the same checkpoint and batch size, taking turns with the local path going first. Each
+segment is one Ray run, as one ``viewfinder index --ray`` is: its actors start and load the model in it,
+so ``ray.end_to_end_img_s`` counts that start-up (``ray.img_s_after_ready`` leaves out the time until the
+last actor held its model). ``ray.ratio_to_local`` = Ray end-to-end img/s / local end-to-end img/s
+(same segments). ``ray.init_s`` (``ray.init``: starting the cluster) is paid once and counted in
+neither. ``ray.stages_s`` is ``indexer.ray_ingest.RayTimings`` summed over the segments (the driver's
+stages, the actors' own seconds carried back with each batch, Ray Data's timers), ``ray.actor_seconds``
+splits the actors' available time (actors x the run's wall time) into start-up, decode, embed and the
+rest, and ``ray.daemon_cpu_s`` is the CPU the cluster's own processes (GCS, raylet, dashboard; children
+of this process) used during the Ray runs.
+
 ``ratio`` = end_to_end_img_s / model_only_img_s over all segments (target >= 0.9 on CPU), and
 ``ratio_median_segment``, the median of the per-segment ratios, which a burst of load from another
 process moves less. ``cpu_ms_per_image`` is CPU time of this process (all threads) per image, which other
@@ -42,6 +55,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import shutil
+from functools import partial
 import tempfile
 import threading
 import time
@@ -54,6 +68,7 @@ from common import Patches, emit, log, machine, process_age_s
 from PIL import Image
 
 from indexer import run
+from indexer.ray_ingest import RayTimings
 from indexer.writer import LibraryWriter
 from search.encoder import Encoder
 
@@ -166,6 +181,107 @@ def end_to_end(writer: LibraryWriter, encoder: Encoder, roots: list[Path], batch
     return seconds, stages
 
 
+def descendant_cpu_s() -> dict[int, float]:
+    """CPU seconds (user + system) of every living descendant of this process, by pid (from /proc)."""
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parent[int(entry.name)] = int(fields[1])
+            cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    me, out = os.getpid(), {}
+    for pid in cpu:
+        p = pid
+        while p > 1 and p != me:
+            p = parent.get(p, 0)
+        if p == me and pid != me:
+            out[pid] = cpu[pid]
+    return out
+
+
+def ray_end_to_end(writer: LibraryWriter, model: str, roots: list[Path], batch_size: int, address: str) -> tuple[float, RayTimings, float]:
+    """One ``index_paths_ray`` run over ``roots`` into the (growing) Ray library: wall seconds, its stage
+    timers, and the CPU seconds of the cluster's long-lived processes during it (the actors, which exit
+    with the run, are in ``timings.ray_data['map_cpu_s']``)."""
+    from indexer.ray_ingest import index_paths_ray
+
+    timings = RayTimings()
+    before = descendant_cpu_s()
+    started = time.perf_counter()
+    report = index_paths_ray(roots, writer, partial(Encoder.load, model, backend="torch"), address=address, model_id=str(Path(model).resolve()),
+                             batch_size=batch_size, timings=timings)  # fmt: skip
+    seconds = time.perf_counter() - started
+    after = descendant_cpu_s()
+    if report.skipped:
+        raise SystemExit(f"the Ray path skipped {len(report.skipped)} benchmark photos: {report.skipped[:3]}")
+    return seconds, timings, sum(after[p] - before[p] for p in before.keys() & after.keys())
+
+
+def start_ray(address: str) -> dict[str, Any]:
+    """Connect (``auto``: start a local cluster) as ``viewfinder index --ray`` does; what it cost and what it is."""
+    from indexer.ray_ingest import connect
+
+    started = time.perf_counter()
+    ray = connect(address)
+    init_s = time.perf_counter() - started
+
+    @ray.remote(num_cpus=1)
+    def threads() -> int:  # what torch gets in a 1-CPU worker (Ray sets OMP_NUM_THREADS from num_cpus)
+        import torch
+
+        return torch.get_num_threads()
+
+    resources = ray.cluster_resources()
+    return {"address": address, "init_s": round(init_s, 2), "cluster_cpus": resources.get("CPU", 0), "cluster_gpus": resources.get("GPU", 0),
+            "worker_torch_threads": ray.get(threads.remote()), "ray": ray.__version__}  # fmt: skip
+
+
+def ray_summary(rows: list[tuple[float, ...]], local_rows: list[tuple[float, ...]], timings: list[RayTimings], daemon_cpu_s: float) -> dict[str, Any]:
+    """The Ray path's img/s against the local path's over the same segments, and where its time went."""
+    images = sum(r[0] for r in rows)
+    wall = sum(r[1] for r in rows)
+    local_img_s = images / sum(r[2] for r in local_rows)
+    ready = sum(t.ready_s for t in timings)
+    stages = {k: sum(getattr(t, k) for t in timings) for k in ("connect_s", "plan_s", "first_batch_s", "waiting_s", "commit_s", "finish_s",
+                                                                  "actor_start_s", "model_load_s", "ready_s", "load_s", "embed_s")}  # fmt: skip
+    stages["driver_other_s"] = wall - sum(stages[k] for k in ("connect_s", "plan_s", "first_batch_s", "waiting_s", "commit_s", "finish_s"))
+    ray_data: dict[str, float] = {}
+    for t in timings:
+        for key, value in t.ray_data.items():
+            ray_data[key] = ray_data.get(key, 0.0) + value
+    actors = timings[0].actors
+    runs = len(timings)
+    # the actors' available time: from execution start to the last batch, times the pool size
+    available = actors * sum(t.first_batch_s + t.waiting_s + t.commit_s for t in timings)
+    busy = {"start_s": stages["actor_start_s"], "model_load_s": stages["model_load_s"], "decode_s": stages["load_s"], "embed_s": stages["embed_s"]}
+    return {
+        "end_to_end_img_s": round(images / wall, 2),
+        "ratio_to_local": round(images / wall / local_img_s, 3),
+        "ratio_to_local_per_segment": [round(lr[2] / r[1], 3) for r, lr in zip(rows, local_rows, strict=True)],
+        "img_s_after_ready": round(images / (wall - ready), 2),
+        "ratio_to_local_after_ready": round(images / (wall - ready) / local_img_s, 3),
+        "actors": actors,
+        "runs": runs,
+        "startup_per_run_s": {"actor_start": round(stages["actor_start_s"] / (actors * runs), 2),
+                              "model_load": round(stages["model_load_s"] / (actors * runs), 2),
+                              "until_last_actor_ready": round(ready / runs, 2),
+                              "until_first_batch": round(stages["first_batch_s"] / runs, 2)},  # fmt: skip
+        "stages_s": {k: round(v, 2) for k, v in stages.items()},
+        "ray_data_s": {k: round(v, 2) for k, v in ray_data.items()},
+        "actor_seconds": {"available": round(available, 2), **{k: round(v, 2) for k, v in busy.items()},
+                          "other_s": round(available - sum(busy.values()), 2)},  # fmt: skip
+        "ms_per_image": {"actor_decode": round(1000 * stages["load_s"] / images, 1), "actor_embed": round(1000 * stages["embed_s"] / images, 1),
+                         "driver_commit": round(1000 * stages["commit_s"] / images, 2)},  # fmt: skip
+        "actor_cpu_ms_per_image": round(1000 * ray_data.get("map_cpu_s", float("nan")) / images, 1),
+        "daemon_cpu_s": round(daemon_cpu_s, 2),
+    }
+
+
 def segments(paths: list[Path], per_segment: int) -> list[list[Path]]:
     """The photo sub-folders, grouped into segments of about ``per_segment`` photos."""
     folders = sorted({p.parent for p in paths})
@@ -190,6 +306,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backend", default="torch", choices=["torch", "onnx", "openvino"], help="also run this backend against torch")
     parser.add_argument("--onnx-cache", type=Path, default=Path(tempfile.gettempdir()) / "viewfinder-bench-onnx", help="where the export is kept")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "int8"], help="of the other backend (int8: onnx only)")
+    parser.add_argument("--ray", metavar="ADDRESS", help="also index every segment on Ray (auto: a local cluster), against the local path")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args(argv)
     from search.encoder import default_batch_size
@@ -217,22 +334,38 @@ def main(argv: list[str] | None = None) -> None:
     for enc in encoders.values():
         model_only(enc, [batch_size], pixels)
     run.load_file(run.walk([photos]).files[0], {}, lambda: encoder.preprocess, lambda: encoder.preprocess.min_side)
+    ray_facts = start_ray(args.ray) if args.ray else None
+    if ray_facts:
+        log(f"Ray: {ray_facts}")
+    steps = list(encoders) + (["ray"] if args.ray else [])
+    ray_rows: list[tuple[float, ...]] = []  # (images, seconds) per segment
+    ray_timings: list[RayTimings] = []
+    daemon_cpu_s = 0.0
 
     # one row per segment and backend: (images, model-only s, end-to-end s, model-only cpu s, end-to-end cpu s)
     rows: dict[str, list[tuple[float, ...]]] = {name: [] for name in encoders}
     stage_sums: dict[str, dict[str, float]] = {name: {} for name in encoders}
-    homes = {name: Path(tempfile.mkdtemp(prefix=f"viewfinder-bench-ingest-{name}-")) for name in encoders}
+    homes = {name: Path(tempfile.mkdtemp(prefix=f"viewfinder-bench-ingest-{name}-")) for name in steps}
     try:
         for r in range(args.rounds):
             for home in homes.values():  # a new library each round, so every round indexes the same new files
                 shutil.rmtree(home)
             writers = {name: LibraryWriter.open(home) for name, home in homes.items()}
-            for s, roots in enumerate(segments(paths, args.segment)):
+            parts = segments(paths, args.segment)
+            for s, roots in enumerate(parts):
                 count = sum(1 for p in paths if p.parent in roots)
                 sizes = batch_sizes(count, batch_size)
                 first, second = sizes[: len(sizes) // 2], sizes[len(sizes) // 2 :]
-                order = list(encoders) if s % 2 == 0 else list(encoders)[::-1]  # take turns going first
+                order = steps if (r * len(parts) + s) % 2 == 0 else steps[::-1]  # take turns going first, across rounds too
                 for name in order:
+                    if name == "ray":
+                        e2e_s, timings, daemon_s = ray_end_to_end(writers[name], args.model, roots, batch_size, args.ray)
+                        ray_rows.append((count, e2e_s))
+                        ray_timings.append(timings)
+                        daemon_cpu_s += daemon_s
+                        log(f"round {r + 1}, {roots[0].name}..{roots[-1].name}, ray: {count} images, end to end {count / e2e_s:.1f} img/s, "
+                            f"last actor ready after {timings.ready_s:.1f}s")
+                        continue
                     enc = encoders[name]
                     cpu0 = time.process_time()
                     model_s = model_only(enc, first, pixels)
@@ -283,6 +416,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.backend != "torch":
         result["backend"] = other
         result["meets_backend_target"] = bool(other["speedup_end_to_end"] >= TARGET_BACKEND_SPEEDUP)
+    if args.ray:
+        result["ray"] = {**ray_facts, **ray_summary(ray_rows, rows["torch"], ray_timings, daemon_cpu_s)}
     emit(result, args.json)
 
 
