@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from indexer.forget import gone_rows
 from indexer.writer import LibraryWriter, lock_library, release_lock
-from search import ann, catalog, catalog_location
+from search import ann, catalog, catalog_location, ondisk
 from search.errors import LibraryCorrupt, SchemaTooNew
 from search.library import Snapshot, catalog_damage, catalog_path, leftover_files, read_snapshot
 from search.schema import migrate
@@ -242,7 +242,10 @@ def files_gone(home: Path) -> tuple[list[str], int]:
 
 
 def index_ids(index: faiss.Index) -> np.ndarray:
-    """The ids an index holds (flat IDMap or IVF)."""
+    """The ids an index holds (flat IDMap, IVF, or the base + delta of an on-disk one)."""
+    parts = getattr(index, "referenced_objects", None)
+    if parts:  # search.ondisk.stacked
+        return np.concatenate([index_ids(part) for part in parts])
     if isinstance(index, faiss.IndexIDMap):
         return faiss.vector_to_array(index.id_map).astype(np.int64)
     ivf = faiss.extract_index_ivf(index)
@@ -251,14 +254,15 @@ def index_ids(index: faiss.Index) -> np.ndarray:
     return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
 
 
-def read_index_state(home: Path, name: str | None) -> IndexState:
+def read_index_state(home: Path, meta: dict[str, Any]) -> IndexState:
+    name = meta.get("index_file")
     if name is None:
         return IndexState(name=None)
-    path = home / name
-    if not path.is_file():
-        return IndexState(name=name)
+    missing = sorted(n for n in ondisk.index_files(meta) if not (home / n).is_file())
+    if missing:
+        return IndexState(name=name if name in missing else missing[0])
     try:
-        index = ann.read_index(path)
+        index = ondisk.open_index(home, meta)
         return IndexState(name=name, exists=True, dim=int(index.d), ids=np.sort(index_ids(index)))
     except ann.UnreadableIndex as err:
         return IndexState(name=name, exists=True, error=str(err))
@@ -311,11 +315,11 @@ def examine(home: Path) -> Checkup:
     if snapshot.dim is not None:
         in_file = file_rows(home / meta["vectors_file"], snapshot.dim, meta["dtype"])
         findings += vector_findings(snapshot.vector_rows, in_file, live)
-    index = read_index_state(home, meta.get("index_file"))
+    index = read_index_state(home, meta)
     findings += index_findings(meta, live, index)
     findings += recall_findings(meta)
     names = [p.name for p in home.iterdir() if p.is_file()]
-    findings += stray_findings(names, {n for n in (meta.get("vectors_file"), meta.get("index_file")) if n})
+    findings += stray_findings(names, {n for n in (meta.get("vectors_file"),) if n} | ondisk.index_files(meta))
     gone, held = files_gone(home)
     findings += gone_findings(home, gone, held)
     facts = {

@@ -14,6 +14,8 @@ The points, in the order a run meets them:
 ``batch.committed``    the batch's catalog transaction has committed
 ``removed``            catalog rows of deleted files are removed; the index is not updated yet
 ``index.train``        the index is about to be (re)built or updated from the stored vectors
+``index.shards``       an on-disk build's shards are written (temp files); nothing is merged yet
+``index.merged``       an on-disk base (``index-G-K.base`` + ``.ivfdata``) is in place; no catalog row names it
 ``index.write``        just before the new index file is written (``enospc@`` here: disk full)
 ``index.tmp_written``  the new index is in ``index-N.faiss.tmp``, not yet renamed
 ``index.renamed``      ``index-N.faiss`` is in place; the catalog still names the previous index
@@ -41,6 +43,8 @@ POINTS = frozenset(
         "batch.committed",
         "removed",
         "index.train",
+        "index.shards",
+        "index.merged",
         "index.write",
         "index.tmp_written",
         "index.renamed",

@@ -23,9 +23,9 @@ import numpy as np
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from indexer import faults, pglock, tagging
+from indexer import faults, pglock, shards, tagging
 from indexer.pglock import AdvisoryLock
-from search import ann, catalog, catalog_location, recall, tagdb
+from search import ann, catalog, catalog_location, ondisk, recall, tagdb
 from search.disk import REAL, Disk
 from search.errors import LibraryLocked, LibraryWriteError, ModelMismatch
 from search.library import check_model, open_catalog, read_snapshot
@@ -91,10 +91,16 @@ def write_failure(home: Path, what: str, err: BaseException) -> LibraryWriteErro
 class LibraryWriter:
     """Holds the library's lock from ``open`` to ``close``; use as a context manager."""
 
-    def __init__(self, home: Path, lock_fd: int | AdvisoryLock, disk: Disk = REAL, catalog_url: str | None = None) -> None:
+    def __init__(
+        self, home: Path, lock_fd: int | AdvisoryLock, disk: Disk = REAL, catalog_url: str | None = None,
+        *, ondisk_above: int = ann.ONDISK_ABOVE, shard_runner: shards.Runner | None = None,
+    ) -> None:
         self.home = home
         self._lock_fd = lock_fd
         self.disk = disk  # every file step a commit depends on goes through it (search.disk)
+        self.ondisk_above = ondisk_above  # the rule's threshold for on-disk lists (search.ann.ONDISK_ABOVE)
+        self.shard_runner = shard_runner  # None: Ray tasks when this process runs Ray (--ray), else processes
+        self._builds: dict[int, ondisk.Base] = {}  # on-disk bases built by this writer (by id of their view), not committed yet
         # A damaged catalog or a vectors file shorter than the catalog is refused (LibraryCorrupt): appending
         # to a short file would silently give the missing rows zero vectors.
         try:
@@ -111,11 +117,14 @@ class LibraryWriter:
         self._cleanup()
 
     @classmethod
-    def open(cls, home: Path, *, disk: Disk = REAL, catalog_url: str | None = None) -> LibraryWriter:
+    def open(
+        cls, home: Path, *, disk: Disk = REAL, catalog_url: str | None = None, ondisk_above: int = ann.ONDISK_ABOVE,
+        shard_runner: shards.Runner | None = None,
+    ) -> LibraryWriter:
         home = Path(home).expanduser()
         fd = lock_library(home, catalog_url, disk)
         try:
-            return cls(home, fd, disk, catalog_url)
+            return cls(home, fd, disk, catalog_url, ondisk_above=ondisk_above, shard_runner=shard_runner)
         except BaseException:
             release_lock(fd)
             raise
@@ -170,7 +179,7 @@ class LibraryWriter:
 
     def _cleanup(self) -> None:
         """Remove what a killed run left behind: temp files, and vector/index files nothing points to."""
-        keep = {self.meta.get("vectors_file"), self.meta.get("index_file")}
+        keep = {self.meta.get("vectors_file")} | ondisk.index_files(self.meta)
         for path in self.home.iterdir():
             stale_temp = path.name.endswith(".tmp")
             orphan = path.name.startswith(("vectors-", "index-")) and path.name not in keep
@@ -254,7 +263,10 @@ class LibraryWriter:
         current = snapshot.index_params
         old_file = self.meta.get("index_file")
         unchanged = rows == self.meta.get("index_rows") and len(live) == self.meta.get("index_live")
-        keep = old_file is not None and not ann.needs_rebuild(current, len(live), self.dim, flat_below=flat_below)
+        keep = old_file is not None and not ann.needs_rebuild(current, len(live), self.dim, flat_below=flat_below, ondisk_above=self.ondisk_above)
+        base = ondisk.base_of(self.meta)
+        if base is not None and ann.delta_due(base.count, base.rows, live):
+            keep = False  # the delta and the tombstones have grown past their share: a full build folds them in
         if keep and unchanged and not rebuild and (self.home / old_file).is_file():
             self._set_meta({"last_indexed_at": utcnow().isoformat()})
             return current
@@ -266,8 +278,8 @@ class LibraryWriter:
             index = self._updated_index(old_file, vectors, live)
         checked: dict[str, Any] = {}
         if index is None:
-            params = ann.choose_index_params(len(live), self.dim, flat_below=flat_below)
-            index = ann.build_index(params, vectors, live)
+            params = ann.choose_index_params(len(live), self.dim, flat_below=flat_below, ondisk_above=self.ondisk_above)
+            index = self._build(params, vectors, live)
             checked = {"index_check": None}
             if check and params.kind == "ivfpq":
                 index, params, result = self._tune(index, params, vectors, live)
@@ -284,7 +296,7 @@ class LibraryWriter:
         if self.dim is None or params is None or params.kind != "ivfpq" or name is None:
             return None
         vectors = open_vectors(self.vectors_path, self.dim, self.meta["dtype"], self.vector_rows)
-        index = ann.read_index(self.home / name, self.dim)
+        index = ondisk.open_index(self.home, self.meta, self.dim)
         tuned, params, result = self._tune(index, params, vectors, snapshot.live)
         values = {"index_params": params.to_json(), "index_check": result.to_json()}
         if result.rebuilds:
@@ -296,7 +308,7 @@ class LibraryWriter:
     def _tune(self, index: faiss.Index, params: IndexParams, vectors: np.ndarray, live: np.ndarray) -> tuple[faiss.Index, IndexParams, RecallCheck]:
         direction = self.meta.get("modality_direction")
         return recall.tune(
-            index, params, vectors, live, lambda p: ann.build_index(p, vectors, live),
+            index, params, vectors, live, lambda p: self._build(p, vectors, live),
             direction=None if direction is None else np.asarray(direction, dtype=np.float32),
         )
 
@@ -310,11 +322,34 @@ class LibraryWriter:
     def set_modality_direction(self, direction: np.ndarray) -> None:
         self._set_meta({"modality_direction": [round(float(x), 6) for x in np.asarray(direction).reshape(-1)]})
 
+    def _build(self, params: IndexParams, vectors: np.ndarray, live: np.ndarray) -> faiss.Index:
+        """A new index over ``live`` by ``params``: in memory, or an on-disk base (its files written, named by
+        no catalog row yet) stacked with an empty delta (``search.ondisk``)."""
+        if not params.ondisk:
+            return ann.build_index(params, vectors, live)
+        name = f"index-{int(self.meta.get('generation', 0)) + 1}-{len(self._builds) + 1}{ondisk.BASE_SUFFIX}"
+        with self._writing("index"):
+            count = shards.build(
+                params, self.home, name, self.vectors_path, self.meta["dtype"], self.vector_rows, live,
+                runner=self.shard_runner or shards.default_runner(), disk=self.disk,
+            )
+            base = ondisk.read_base(self.home / name, self.dim)
+        view = ondisk.stacked(base, ondisk.empty_delta(base))
+        self._builds[id(view)] = ondisk.Base(name=name, rows=self.vector_rows, count=count)  # for _commit_index
+        return view
+
     def _commit_index(self, index: faiss.Index, params: IndexParams, rows: int, live: int, extra: dict[str, Any]) -> None:
-        """Write ``index`` to a new file and point the catalog at it (with ``extra`` meta) in one step."""
-        old_file = self.meta.get("index_file")
+        """Write ``index`` to a new file and point the catalog at it (with ``extra`` meta) in one step. For an
+        on-disk index the file is its delta; a new base (from ``_build``) is named in the same step."""
+        old = ondisk.index_files(self.meta)
         generation = int(self.meta.get("generation", 0)) + 1
         new_file = f"index-{generation}.faiss"
+        new_base = self._builds.get(id(index))
+        if new_base is not None:
+            extra = {**extra, "index_base": new_base.to_json()}
+            index = ondisk.delta_of(index)
+        elif not params.ondisk:
+            extra = {**extra, "index_base": None}
         self._write_index(index, new_file)
         faults.reached("index.renamed")
         self._set_meta(
@@ -329,8 +364,10 @@ class LibraryWriter:
             }
         )
         faults.reached("index.committed")
-        if old_file and old_file != new_file:
-            self.disk.unlink(self.home / old_file)
+        built = {n for b in self._builds.values() for n in (b.name, b.data_name)}  # a base the self-check replaced
+        self._builds.clear()
+        for name in sorted((old | built) - ondisk.index_files(self.meta)):  # readers that mapped them keep the mapping
+            self.disk.unlink(self.home / name)
 
     def _updated_index(self, name: str, vectors: np.ndarray, live: np.ndarray) -> faiss.Index | None:
         """The current index brought up to ``live``, or None when its file cannot be read (then it is rebuilt)."""

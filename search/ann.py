@@ -16,6 +16,19 @@ The rule (``choose_index_params``):
     re-scored exactly from the stored full vectors, so PQ error never reaches the user. At 1M vectors
     of CLIP-like data this gave recall@10 0.998 at 67x the exact QPS (bench/ann.py); the deeper
     re-rank is what lets 32 codes replace 64 (recall 0.986 with a depth of 200).
+* From ``ONDISK_ABOVE`` vectors on, the IVF-PQ is **on disk** (``IndexParams.ondisk``; ``search.ondisk``
+  reads it, ``indexer.shards`` builds it): its inverted lists (``m`` + 8 bytes a vector: 400 MB at 10M,
+  4 GB at 100M) are memory-mapped instead of read into memory, so opening a library reads the centroids
+  and codebooks (megabytes) and queries page in only the lists they probe. The threshold is where the
+  in-memory index file passes ~80 MB (read whole on every open: about a second on a cold disk) and where
+  filling shards in parallel starts to pay. The full build trains once on a sample (two-level k-means:
+  √nlist coarse clusters, then each split, ~nlist/√nlist times cheaper than one flat k-means, which is
+  days on 2 cores at 16,384 lists), then fills shards in parallel with an HNSW over the centroids for the
+  list assignment (an exact assignment of 10M vectors to 16,384 centroids is ~170 TFLOP), and merges them
+  into one lists file. Vectors added later go into an in-memory delta index sharing its centroids and
+  codebooks; removed rows stay in the mapped lists as tombstones that the live mask filters out. A full
+  rebuild comes when delta + tombstones pass ``DELTA_SHARE`` of the base (the delta costs RAM, tombstones
+  cost probe work), or by the growth rule below.
 * The index is retrained when the collection has grown past ``RETRAIN_GROWTH`` times the size it was
   trained for, or shrunk past ``RETRAIN_GROWTH`` times below it.
 * Hysteresis at the flat/IVF-PQ boundary: a flat index becomes IVF-PQ once the collection reaches
@@ -61,6 +74,8 @@ RETRAIN_GROWTH = 4.0
 MAX_TRAINING_POINTS = 262_144
 ADD_BATCH = 65_536
 HYSTERESIS = 0.8
+ONDISK_ABOVE = 2_000_000
+DELTA_SHARE = 0.1
 
 RECALL_TARGET = 0.98
 CHECK_MARGIN = 0.01
@@ -85,7 +100,7 @@ def _pow2_floor(x: float) -> int:
     return 1 << max(0, math.floor(math.log2(max(x, 1.0))))
 
 
-def choose_index_params(n: int, dim: int, *, flat_below: int = FLAT_BELOW) -> IndexParams:
+def choose_index_params(n: int, dim: int, *, flat_below: int = FLAT_BELOW, ondisk_above: int = ONDISK_ABOVE) -> IndexParams:
     """The documented rule above, as a pure function of the collection size and dimension."""
     if n < max(flat_below, 2 * MIN_POINTS_PER_CENTROID):
         return IndexParams(kind="flat", dim=dim, trained_on=n)
@@ -100,13 +115,18 @@ def choose_index_params(n: int, dim: int, *, flat_below: int = FLAT_BELOW) -> In
         nprobe=min(nlist, max(64, nlist // 64)),
         rerank=400,
         trained_on=n,
+        ondisk=n >= ondisk_above,
     )
 
 
-def needs_rebuild(current: IndexParams | None, n: int, dim: int, *, flat_below: int = FLAT_BELOW) -> bool:
+def needs_rebuild(
+    current: IndexParams | None, n: int, dim: int, *, flat_below: int = FLAT_BELOW, ondisk_above: int = ONDISK_ABOVE
+) -> bool:
     """Whether the index must be rebuilt from the stored vectors instead of updated in place (with the
-    hysteresis of the docstring above)."""
+    hysteresis of the docstring above, also between in-memory and on-disk lists)."""
     if current is None or current.dim != dim:
+        return True
+    if current.kind == "ivfpq" and current.ondisk != (n >= (HYSTERESIS * ondisk_above if current.ondisk else ondisk_above)):
         return True
     grown = n > RETRAIN_GROWTH * max(current.trained_on, 1)
     if current.kind == "flat":
@@ -115,6 +135,14 @@ def needs_rebuild(current: IndexParams | None, n: int, dim: int, *, flat_below: 
     too_small = choose_index_params(n, dim, flat_below=math.floor(HYSTERESIS * flat_below)).kind == "flat"
     shrunk = n * RETRAIN_GROWTH < current.trained_on
     return too_small or grown or shrunk
+
+
+def delta_due(base_count: int, base_rows: int, live: np.ndarray) -> bool:
+    """Whether an on-disk base (``base_count`` vectors, built when the library had ``base_rows`` rows) has
+    collected enough added rows and tombstones since to be rebuilt (``DELTA_SHARE``)."""
+    below = int(np.searchsorted(live, base_rows))  # live is sorted: rows the base holds that are still live
+    added, removed = len(live) - below, base_count - below
+    return added + removed > DELTA_SHARE * max(base_count, 1)
 
 
 def rerank_depth(params: IndexParams, k: int) -> int:
@@ -198,10 +226,10 @@ class UnreadableIndex(ValueError):
     """An index file that is missing, truncated, not an index, or of another dimension. ``str()`` is one line."""
 
 
-def read_index(path: Path, dim: int | None = None) -> faiss.Index:
+def read_index(path: Path, dim: int | None = None, *, flags: int = 0) -> faiss.Index:
     """The index in ``path``; ``UnreadableIndex`` for every way it cannot be used (checked ``dim`` included)."""
     try:
-        index = faiss.read_index(str(path))
+        index = faiss.read_index(str(path), flags)
     except (RuntimeError, MemoryError) as err:
         lines = str(err).strip().splitlines()
         raise UnreadableIndex(lines[-1] if lines else type(err).__name__) from err

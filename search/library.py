@@ -5,6 +5,8 @@ Layout of ``home``::
     catalog.sqlite        files and metadata (the source of truth)
     vectors-<gen>.f16     full vectors, row i = FAISS id i (raw, memory-mapped)
     index-<gen>.faiss     FAISS index over the committed rows (may lag; the lag is added on open)
+    index-<g>-<k>.base    an on-disk index's base (+ ``.ivfdata``: its lists, memory-mapped); ``index-<gen>.faiss``
+                          is then the delta added since (``search.ondisk``)
     lock                  held by the one indexer allowed to write
 
 Opening reads one consistent snapshot of the catalog (the rows committed so far), so a search that
@@ -37,7 +39,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session
 
-from search import ann, catalog, catalog_location
+from search import ann, catalog, catalog_location, ondisk
 from search.errors import LibraryCorrupt, LibraryNotFound, ModelMismatch, QueryError
 from search.records import Hit, ImageRecord, IndexParams, LibraryInfo, Vectors
 from search.schema import migrate
@@ -342,19 +344,22 @@ class Library:
         params = snap.index_params
         name = snap.meta.get("index_file")
         covered = int(snap.meta.get("index_rows", 0))
+        mapped = None
         if params is None or name is None:
             params = ann.choose_index_params(0, snap.dim or 0)
             index, covered = ann.new_index(params), 0
         else:
+            base = ondisk.base_of(snap.meta)
             try:
                 index = ann.read_index(self.home / name, snap.dim)
+                mapped = None if base is None else ondisk.read_base(self.home / base.name, snap.dim)
             except ann.UnreadableIndex as err:
                 self._log_unreadable_index(name, err)
                 self._exact = True
-                index, covered = ann.new_index(ann.choose_index_params(0, snap.dim or 0)), 0
+                index, covered, mapped = ann.new_index(ann.choose_index_params(0, snap.dim or 0)), 0, None
         tail = snap.live[snap.live >= covered]  # committed after the index was last written
-        ann.add_vectors(index, self.vectors, tail)
-        return index
+        ann.add_vectors(index, self.vectors, tail)  # (into the delta of an on-disk index)
+        return index if mapped is None else ondisk.stacked(mapped, index)
 
     def _log_unreadable_index(self, name: str, err: BaseException) -> None:
         """Say why the stored vectors are scanned instead: damage (with the way out), or only that an
@@ -401,10 +406,10 @@ class Library:
         if query.shape[1] != self.dim:
             raise QueryError(f"The query has {query.shape[1]} dimensions; the library's vectors have {self.dim}.")
         mask = self.allowed if allowed is None else self.allowed & _fit(allowed, len(self.allowed))
-        stale = max(0, self.index.ntotal - len(self))  # rows removed since the index was written
+        stale = max(0, self.index.ntotal - len(self))  # rows removed since the index was written (tombstones)
         params = self.index_params()  # after loading the index: an unreadable one means an exact scan
         depth = max(params.rerank, 10 * k) if params.kind == "ivfpq" else k
-        if allowed is None:
+        if allowed is None and stale <= depth:  # a few removed rows: fetch that many more; many: skip them in faiss
             candidates = ann.candidates(self.index, params, query, depth + stale)
         else:
             candidates = filtered_candidates(self.index, params, query, depth, mask)

@@ -100,6 +100,7 @@ class IndexParams:
     rerank: int = 0  # candidates fetched from the index and re-scored exactly, at least
     trained_on: int = 0  # collection size the index was chosen/trained for
     tuned: bool = False  # the recall self-check changed the rule's choice (search.ann docstring)
+    ondisk: bool = False  # inverted lists memory-mapped from disk (search.ondisk), not held in memory
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

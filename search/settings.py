@@ -31,6 +31,7 @@ class Settings:
     device: str = "auto"  # auto | cpu | cuda
     batch_size: int | None = None  # None: chosen for the device
     flat_below: int | None = None  # None: search.ann.FLAT_BELOW (exact index below this many images)
+    ondisk_above: int | None = None  # None: search.ann.ONDISK_ABOVE (on-disk IVF-PQ lists from this many images)
     backend: str = "auto"  # auto | torch | onnx | openvino: the runtime of the model's towers (search.backends)
     precision: str = "fp32"  # fp32 | int8 (int8: ONNX Runtime only, search.backends)
 
@@ -42,6 +43,7 @@ class Settings:
             model=env.get("VIEWFINDER_MODEL") or None,
             device=env.get("VIEWFINDER_DEVICE", "auto"),
             flat_below=int(env["VIEWFINDER_FLAT_BELOW"]) if env.get("VIEWFINDER_FLAT_BELOW") else None,
+            ondisk_above=int(env["VIEWFINDER_ONDISK_ABOVE"]) if env.get("VIEWFINDER_ONDISK_ABOVE") else None,
             backend=env.get("VIEWFINDER_BACKEND") or "auto",
             precision=env.get("VIEWFINDER_PRECISION") or "fp32",
         )

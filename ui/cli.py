@@ -58,7 +58,7 @@ def index(
     from indexer.progress import RichProgress
     from indexer.run import index_paths
     from indexer.writer import LibraryWriter
-    from search.ann import FLAT_BELOW
+    from search.ann import FLAT_BELOW, ONDISK_ABOVE
     from search.backends import cache_root, check_backend, check_precision
     from search.encoder import Encoder, default_batch_size, pick_device, resolve_model_id
     from search.library import catalog_path
@@ -70,7 +70,7 @@ def index(
         if missing and not catalog_path(Path(settings.home).expanduser()).is_file():
             raise_usage(f"No such file or folder: {', '.join(missing)}")
         dev = pick_device(settings.device)
-        with LibraryWriter.open(settings.home, catalog_url=catalog_url) as writer:
+        with LibraryWriter.open(settings.home, catalog_url=catalog_url, ondisk_above=settings.ondisk_above or ONDISK_ABOVE) as writer:
             with writer.session() as session:  # a path indexed before and deleted since: its rows are removed
                 unknown = [p for p, rows in rows_under(session, [absolute(p) for p in missing]).items() if not rows]
             if unknown:

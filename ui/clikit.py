@@ -94,6 +94,7 @@ def settings_for(
         device=device,
         batch_size=base.batch_size,
         flat_below=base.flat_below,
+        ondisk_above=base.ondisk_above,
         backend=backend or base.backend,
         precision=precision or base.precision,
     )
