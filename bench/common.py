@@ -238,11 +238,11 @@ def fake_records(first: int, count: int) -> list[Any]:
 
 
 def build_vector_library(
-    home: Path, chunks: Iterator[np.ndarray], *, model_id: str, dim: int, check: bool = True
+    home: Path, chunks: Iterator[np.ndarray], *, model_id: str, dim: int, check: bool = True, finish: bool = True
 ) -> dict[str, float]:
     """A library at ``home`` holding the given vectors, written through ``LibraryWriter`` as the indexer does
     (one commit per chunk, then ``finish()`` builds the index by the rule, with the recall self-check unless
-    ``check`` is False). Returns stage seconds."""
+    ``check`` is False; no index at all when ``finish`` is False). Returns stage seconds."""
     from indexer.writer import LibraryWriter
 
     stages: dict[str, float] = {}
@@ -251,6 +251,7 @@ def build_vector_library(
         for chunk in chunks:
             with timed(stages, "commit_s"):
                 writer.commit(fake_records(writer.vector_rows, len(chunk)), chunk, [])
-        with timed(stages, "index_build_s"):
-            writer.finish(check=check)
+        if finish:
+            with timed(stages, "index_build_s"):
+                writer.finish(check=check)
     return stages
