@@ -194,3 +194,65 @@ def test_a_kill_during_the_build_leaves_a_library_that_opens_and_a_rerun_finishe
     lib = Library.open(tmp_path)
     assert lib.index.ntotal == N and lib.search_vector(vectors[42], k=1)[0].path == "/img/42.jpg"
     assert {f.code for f in examine(tmp_path).findings} <= HEALTHY
+
+
+def _index_local(home: Path, root: Path, encoder: object, *, ondisk_above: int) -> None:
+    from indexer.run import index_paths
+
+    with LibraryWriter.open(home, ondisk_above=ondisk_above) as writer:
+        index_paths([root], writer, lambda: encoder, model_id=encoder.model_id, batch_size=8, workers=2, flat_below=50)
+
+
+def _answers(home: Path, queries: np.ndarray) -> list[list[tuple[str, float]]]:
+    lib = Library.open(home)
+    try:
+        return [[(h.path, h.score) for h in lib.search_vector(q, k=10)] for q in queries]
+    finally:
+        lib.close()
+
+
+def test_sqlite_postgres_and_a_ray_built_sharded_library_answer_alike(tmp_path: Path, tiny_clip: Path, request: pytest.FixtureRequest) -> None:
+    """The same query on the same files: a local SQLite library (in-memory IVF-PQ), a PostgreSQL one, and one
+    embedded on Ray whose on-disk index was filled by Ray tasks."""
+    ray = pytest.importorskip("ray", reason="pip install 'viewfinder[ray]'")
+    from functools import partial
+
+    from test_kill import make_collection
+
+    from indexer import shards
+    from indexer.ray_ingest import index_paths_ray
+    from search.encoder import Encoder
+
+    root = make_collection(tmp_path / "photos", 100)
+    encoder = Encoder.load(str(tiny_clip), "cpu")
+    local = tmp_path / "sqlite"
+    _index_local(local, root, encoder, ondisk_above=10**9)
+    used: list[int] = []
+
+    def ray_tasks(jobs: object, workers: int) -> list[str]:
+        used.append(len(jobs))  # type: ignore[arg-type]
+        return shards.run_ray(jobs, workers)  # type: ignore[arg-type]
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        assert shards.default_runner() is shards.run_ray  # what `index --ray` gets
+        sharded = tmp_path / "ray"
+        with LibraryWriter.open(sharded, ondisk_above=60, shard_runner=ray_tasks) as writer:
+            index_paths_ray([root], writer, partial(Encoder.load, str(tiny_clip), backend="torch"), address="auto",
+                            model_id=str(tiny_clip), batch_size=8, flat_below=50)  # fmt: skip
+    finally:
+        ray.shutdown()
+    assert used == [2]
+    m = meta(sharded)
+    assert ondisk.base_of(m) is not None and ondisk.base_of(m).count == 100 and m["index_params"]["ondisk"]
+    assert not meta(local)["index_params"]["ondisk"] and meta(local)["index_params"]["kind"] == "ivfpq"
+    lib = Library.open(local)
+    queries = np.concatenate([np.stack([lib.vector(i) for i in (0, 33, 71)]), encoder.encode_text(["a photo", "red and blue"])])
+    lib.close()
+    expected, from_ray = _answers(local, queries), _answers(sharded, queries)
+    request.getfixturevalue("postgres_catalog")  # $VIEWFINDER_CATALOG_URL from here on (SQLite libraries are refused)
+    server = tmp_path / "postgres"
+    _index_local(server, root, encoder, ondisk_above=10**9)
+    for got in (from_ray, _answers(server, queries)):
+        assert [[p for p, _ in hits] for hits in got] == [[p for p, _ in hits] for hits in expected]
+        np.testing.assert_allclose([[s for _, s in hits] for hits in got], [[s for _, s in hits] for hits in expected], atol=2e-3)
