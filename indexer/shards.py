@@ -88,8 +88,8 @@ def fill_shard(job: ShardJob) -> str:
     for start in range(0, len(job.ids), ann.ADD_BATCH):
         chunk = np.ascontiguousarray(job.ids[start : start + ann.ADD_BATCH], dtype=np.int64)
         x = ann.gather(vectors, chunk)
-        _, lists = graph.search(x, 1)
-        index.add_core(len(chunk), faiss.swig_ptr(x), faiss.swig_ptr(chunk), faiss.swig_ptr(np.ascontiguousarray(lists.reshape(-1))))
+        assign = np.ascontiguousarray(graph.search(x, 1)[1].reshape(-1))  # named: the pointers below must stay valid
+        index.add_core(len(chunk), faiss.swig_ptr(x), faiss.swig_ptr(chunk), faiss.swig_ptr(assign))
     faiss.write_index(index, job.out)
     return job.out
 
