@@ -62,10 +62,25 @@ def connect(address: str) -> Any:
             except ConnectionError:
                 ray.init(log_to_driver=False)  # none running: start one here
         else:
+            _probe(address)
             ray.init(address=address, log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as err:
+    except (OSError, RuntimeError, ValueError) as err:
         raise RayUnavailable(f"The Ray cluster at {address} does not answer ({str(err).splitlines()[0]}); start it or check the address.") from None
     return ray
+
+
+PROBE_S = 3.0  # a cluster's GCS port answers a TCP connect at once; ray.init would retry for a minute or more
+
+
+def _probe(address: str) -> None:
+    """Raise ``ConnectionError`` unless ``host:port`` (optionally ``ray://``) accepts a TCP connection."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {address!r}")
+    with socket.create_connection((host, int(port)), timeout=PROBE_S):
+        pass
 
 
 @dataclass
