@@ -150,6 +150,13 @@ def test_missing_extra_is_one_sentence_and_auto_stays_quiet(cli, collection: Pat
     assert not (cli.home / "onnx").exists()
 
 
+def test_a_one_query_process_runs_auto_on_torch() -> None:
+    from search.backends import for_one_query
+
+    assert [for_one_query(b) for b in ("auto", "torch", "onnx", "openvino")] == ["torch", "torch", "onnx", "openvino"]
+    assert for_one_query("auto", "int8") == "auto"  # int8 runs on ONNX Runtime: kept as asked
+
+
 def test_unknown_backend_is_refused(cli, collection: Path) -> None:  # type: ignore[no-untyped-def]
     result = cli("index", str(collection), "--backend", "tensorrt", expect=1)
     assert "Unknown backend 'tensorrt'" in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -175,9 +176,15 @@ def test_console_script_subprocess(tmp_path: Path, tiny_clip: Path, collection: 
     done = run("index", str(collection), "--model", str(tiny_clip))
     assert done.returncode == 0, done.stderr
     assert f"The library holds {n_images(collection)} images" in done.stdout
+    files = sorted(p.name for p in home.iterdir())
     found = run("similar", str(collection / "photos" / "astronaut.png"), "-k", "2")
     assert found.returncode == 0, found.stderr
     first = found.stdout.splitlines()[0].split()
     assert first[0] == "1" and float(first[1]) == pytest.approx(1.0, abs=1e-3)
     assert first[2].endswith("astronaut.png")
+    text = run("search", "a photo", "-k", "3", "--json")
+    assert text.returncode == 0 and len(json.loads(text.stdout)) == 3, text.stderr
+    # Both ended without the interpreter's teardown (ui.clikit.exit_now): all output is there, and the
+    # catalog was closed first (an unclosed SQLite connection would leave catalog.sqlite-wal behind).
+    assert sorted(p.name for p in home.iterdir()) == files
     assert run("search", "").returncode == 1

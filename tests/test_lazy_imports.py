@@ -88,6 +88,16 @@ def test_error_paths_before_the_model_import_no_model_code(library: Path, collec
     assert heavy(modules) == []
 
 
+def test_a_text_search_in_process_opens_no_exported_runtime(library: Path) -> None:
+    """The torch model is loaded for a text query in any case; under ``--backend auto`` (the default) the
+    CLI's own process runs it instead of opening ONNX Runtime or OpenVINO beside it, even where the index
+    run exported the model (``search.backends.for_one_query``)."""
+    proc, modules = run_cold("search", "a horse", "--home", str(library), "--no-server", "--json", "-k", "3")
+    assert len(json.loads(proc.stdout)) == 3
+    roots = {m.split(".")[0] for m in modules}
+    assert "torch" in roots and not roots & {"onnxruntime", "openvino"}
+
+
 def test_schema_head_from_files_agrees_with_alembic() -> None:
     """``migrate``'s fast path (no Alembic import) must name the same head as Alembic itself."""
     assert head_from_files() == head_revision()

@@ -26,6 +26,8 @@ from ui.clikit import (
     PrecisionOpt,
     app,
     emit_json,
+    end_without_teardown,
+    exit_now,
     raise_usage,
     settings_for,
     user_errors,
@@ -239,7 +241,12 @@ from ui import cmd_registry  # noqa: E402,F401
 
 
 def main() -> None:
-    app()
+    end_without_teardown(False)  # only the command run now may ask for it
+    try:
+        app()
+    except SystemExit as done:  # Typer always ends this way; a query answered here skips the teardown
+        exit_now(done.code)
+        raise
 
 
 if __name__ == "__main__":

@@ -7,7 +7,11 @@ stderr and a non-zero exit code. Nothing here imports torch or transformers.
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
+import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -120,3 +124,32 @@ def emit_json(data: Any) -> None:
 def raise_usage(message: str) -> None:
     typer.echo(f"Error: {message}", err=True)
     raise typer.Exit(2)
+
+
+# --- the end of the process ------------------------------------------------------------------------------
+
+_teardown = {"skip": False}  # set by a command that asks for it, read by ``exit_now`` (the console script's end)
+
+
+def end_without_teardown(skip: bool = True) -> None:
+    """Ask the console script to end this process without tearing the interpreter down once the command
+    returns: after a query answered in-process, unloading torch, transformers, SQLAlchemy and faiss costs
+    about a CPU-second (docs/BENCHMARKS.md, "Cold CLI") and does nothing the user needs. Only
+    ``ui.cli.main`` acts on it (Typer's ``CliRunner`` never calls it); ``skip=False`` withdraws it."""
+    _teardown["skip"] = skip
+
+
+def exit_now(code: object) -> None:
+    """End the process with ``code`` at once when a command asked for it (``end_without_teardown``):
+    the atexit handlers run and stdout/stderr are flushed, then ``os._exit``. Returns (the caller exits
+    normally) when nobody asked, for a non-integer code, while another Python thread runs, or when
+    stdout cannot be flushed (a closed pipe: the interpreter reports that as it always does)."""
+    if not _teardown["skip"] or not (code is None or isinstance(code, int)) or threading.active_count() > 1:
+        return
+    atexit._run_exitfuncs()  # logging.shutdown and the libraries' own handlers, as at a normal exit
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return
+    os._exit(code or 0)

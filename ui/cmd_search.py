@@ -21,6 +21,7 @@ from ui.clikit import (
     PrecisionOpt,
     app,
     emit_json,
+    end_without_teardown,
     raise_usage,
     settings_for,
     user_errors,
@@ -104,17 +105,42 @@ def _model_id(settings: Settings) -> str | None:
 
 
 def answer_here(settings: Settings, query: Any) -> Any:
-    from search.backends import cache_root, check_backend, check_precision
+    """One query in this process, which then ends (``ui.clikit.end_without_teardown``): ``auto`` runs the
+    model with torch (``search.backends.for_one_query``), and the query's forward passes run on one
+    torch thread (``_one_thread``)."""
+    from search.backends import cache_root, check_backend, check_precision, for_one_query
     from search.encoder import Encoder, resolve_model_id
     from search.library import Library
     from search.searcher import Searcher
 
     requested = resolve_model_id(settings.model) if settings.model else None
     library = Library.open(settings.home, model=requested)
-    model_id = library.model or requested or DEFAULT_MODEL
-    check_precision(settings.precision, check_backend(settings.backend))
-    encoder = lambda: Encoder.load(model_id, settings.device, backend=settings.backend, cache=cache_root(settings.home), precision=settings.precision)
-    return Searcher(library, encoder).run(query)
+    restore: list[int] = []  # torch's thread count before the query, once the model is loaded
+    try:
+        model_id = library.model or requested or DEFAULT_MODEL
+        backend = for_one_query(check_backend(settings.backend), check_precision(settings.precision, settings.backend))
+        load = lambda: Encoder.load(model_id, settings.device, backend=backend, cache=cache_root(settings.home), precision=settings.precision)
+        results = Searcher(library, lambda: _one_thread(load(), restore)).run(query)
+    finally:
+        library.close()  # the catalog's connections closed now, not left to the interpreter's teardown
+        if restore:  # the tests' CliRunner runs many commands in one process
+            import torch
+
+            torch.set_num_threads(restore[0])
+    end_without_teardown()
+    return results
+
+
+def _one_thread(encoder: Any, restore: list[int]) -> Any:
+    """``encoder``, with torch on one intra-op thread from now on (its previous count put in ``restore``).
+    The few forward passes of one query gain little from a second thread on an idle machine and lose
+    up to 30x on a busy one, where each parallel region waits for a core (docs/BENCHMARKS.md, "Cold
+    CLI"). Set after ``Encoder.load``, so the load itself runs as it does everywhere else."""
+    import torch
+
+    restore.append(torch.get_num_threads())
+    torch.set_num_threads(1)
+    return encoder
 
 
 def report(results: Any, *, as_json: bool, export: Path | None, copy: bool, csv_file: Path | None) -> None:

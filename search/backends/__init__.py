@@ -9,6 +9,7 @@ OpenVINO (the ``[openvino]`` extra), the last two on the CPU.
 * ``auto`` (the CLI's default): of the runtimes installed, the fastest whose parity check for this
   checkpoint passed on this machine and that was faster than torch there (both measured then, see
   ``search.backends.onnx``); torch, silently, when none is, or on a GPU.
+  A process that answers one query and exits runs torch under ``auto`` (``for_one_query``).
 
 The backend never changes a library's vectors beyond the parity bar, so a library indexed with one is
 searched with the other. Measurements: docs/BENCHMARKS.md, "A faster CPU runtime".
@@ -74,6 +75,15 @@ def check_precision(precision: str, backend: str) -> str:
     if precision == "int8" and backend not in ("onnx", "auto"):
         raise ModelLoadError("--precision int8 runs on ONNX Runtime: pass --backend onnx (or auto).")
     return precision
+
+
+def for_one_query(backend: str, precision: str = "fp32") -> str:
+    """The backend for a process that answers one query and exits (the CLI's ``search``/``similar``
+    without a server): ``auto`` runs torch there. ``Encoder.load`` loads the torch model in any case, so
+    an exported runtime is a second model to open for a few texts or one image (ONNX Runtime's import
+    and text session, OpenVINO's compile of the towers: docs/BENCHMARKS.md, "Cold CLI"), and a library
+    indexed with torch would be exported first. A backend or int8 asked for by name is kept."""
+    return "torch" if backend == "auto" and precision == "fp32" else backend
 
 
 def attach(encoder: Any, backend: str, cache: Path | None, *, precision: str = "fp32", say: Callable[[str], None] = _say) -> str:
