@@ -21,6 +21,14 @@ Each step pairs ``BATCH`` images with one random caption of its class each; the 
 symmetric cross-entropy with soft targets over every (image, caption) pair of the same class (10
 classes, about 25 of each per batch: a hard one-to-one target would push apart images and captions
 that mean the same thing).
+
+Class captions alone collapse every image of a class onto one point (two different sneakers at cosine
+0.99), which no real CLIP does: its 400M distinct captions make it tell individual photos apart, and
+that is what near-duplicate finding needs. So, as SLIP does (Mu et al. 2022, self-supervision beside
+language supervision), each step adds ``INSTANCE_WEIGHT`` x SimCLR's loss between two edited views of
+every image (``edit``: a small rotation, scale and shift, sometimes a blurred smaller copy, a little
+noise), at temperature ``INSTANCE_TEMPERATURE``: views of one image are pulled together,
+different images (of any class) pushed apart, in the same projected space the library stores.
 """
 
 from __future__ import annotations
@@ -58,10 +66,12 @@ PROJECTION = 64
 VISION = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4)
 TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
 BATCH = 256  # images (and captions) per step
-EPOCHS = 1  # one pass, 234 steps: about 5 min on 2 idle cores, 22 min on the busy shared box it was built on
+EPOCHS = 3  # three passes, 702 steps
 LR = 2e-3
 WEIGHT_DECAY = 0.05
 HELDOUT_PER_CLASS = 40
+INSTANCE_WEIGHT = 1.0
+INSTANCE_TEMPERATURE = 0.1
 # OpenAI CLIP's normalisation (what CLIPImageProcessor defaults to), so the checkpoint looks like a real one.
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
@@ -142,7 +152,7 @@ def pixels(batch: "torch.Tensor") -> "torch.Tensor":  # noqa: F821
     """uint8 (n, 28, 28) -> float (n, 3, 28, 28): rescale, grey to RGB, normalise (as the processor does)."""
     import torch
 
-    x = batch.float().div_(255.0).unsqueeze(1).expand(-1, 3, -1, -1)
+    x = batch.float().div(255.0).unsqueeze(1).expand(-1, 3, -1, -1)
     mean = torch.tensor(MEAN).view(1, 3, 1, 1)
     std = torch.tensor(STD).view(1, 3, 1, 1)
     return (x - mean) / std
@@ -162,6 +172,42 @@ def augment(batch: "torch.Tensor", gen: "torch.Generator") -> "torch.Tensor":  #
     flip = torch.rand(n, generator=gen) < 0.5
     out[flip] = out[flip].flip(-1)
     return out
+
+
+def edit(batch: "torch.Tensor", gen: "torch.Generator") -> "torch.Tensor":  # noqa: F821
+    """An edited view of each uint8 image, as a float (n, 28, 28) in [0, 255]: rotation up to 6 degrees,
+    scale 0.9-1.1, shift up to 1.5 px (one affine resample), a half-size blurred copy for a third of
+    them, and a little noise (what re-encoding leaves). No brightness or contrast change: invariance to
+    those would also hide a broken normalisation, which tests/test_semantics.py must catch."""
+    import torch
+
+    n = batch.shape[0]
+    x = batch.float().unsqueeze(1)
+    angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(6)
+    scale = 0.9 + 0.2 * torch.rand(n, generator=gen)
+    shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * (1.5 * 2 / IMAGE_SIZE)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    x = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    small = torch.rand(n, generator=gen) < 1 / 3
+    if small.any():
+        half = torch.nn.functional.interpolate(x[small], scale_factor=0.5, mode="area")
+        x[small] = torch.nn.functional.interpolate(half, size=IMAGE_SIZE, mode="bilinear", align_corners=False)
+    x = x + 4 * torch.randn(x.shape, generator=gen)
+    return x.clamp(0, 255).squeeze(1)
+
+
+def simclr_loss(a, b, temperature):  # noqa: ANN001, ANN201 - torch tensors
+    """NT-Xent: each view's positive is the other view of its image, every other view is a negative."""
+    import torch
+
+    z = torch.cat([a, b])
+    logits = z @ z.T / temperature
+    logits.fill_diagonal_(float("-inf"))
+    n = a.shape[0]
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
+    return torch.nn.functional.cross_entropy(logits, target)
 
 
 def build_model():
@@ -288,11 +334,15 @@ def train(out: Path, heldout: Path | None, epochs: int) -> None:
             width = int(lengths_t[pick].max())
             tok = ids_t[pick, :width]
             mask = (torch.arange(width).view(1, -1) < lengths_t[pick].view(-1, 1)).long()
-            img = model.get_image_features(pixel_values=pixels(augment(images_t[idx], gen))).pooler_output
+            flipped = augment(images_t[idx], gen)
+            views = torch.cat([edit(flipped, gen), edit(flipped, gen)])
+            both = model.get_image_features(pixel_values=pixels(views)).pooler_output
+            both = both / both.norm(dim=-1, keepdim=True)
+            img, other = both[: len(idx)], both[len(idx) :]
             txt = model.get_text_features(input_ids=tok, attention_mask=mask).pooler_output
-            img = img / img.norm(dim=-1, keepdim=True)
             txt = txt / txt.norm(dim=-1, keepdim=True)
             loss = soft_clip_loss(img, txt, y, text_y, model.logit_scale.exp().clamp(max=100))
+            loss = loss + INSTANCE_WEIGHT * simclr_loss(img, other, INSTANCE_TEMPERATURE)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
