@@ -49,7 +49,7 @@ def score(searcher: Searcher, terms: tuple[Term, ...], relevant: set[str], total
 
 def sweep(searcher: Searcher, classes: dict[str, list[str]], total: int, *, text: bool) -> list[dict[str, float]]:
     rows = []
-    values = (-0.05, -0.02, 0.0, 0.02, 0.05, 0.1) if text else (1.0, 1.5, 2.0, 2.5, 3.0)
+    values = (-0.05, -0.02, 0.0, 0.02, 0.05, 0.1) if text else (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
     name = "NULL_MARGIN" if text else "IMAGE_Z"
     original = getattr(cutoff, name)
     try:

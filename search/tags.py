@@ -17,9 +17,11 @@ The rule (``TagRule``):
 * A softmax over a single label is always 1, so CLIP-style models need at least two labels.
 
 ``DEFAULT_THRESHOLD`` was chosen on the trained test model (``tests/test_tags.py``,
-``test_default_threshold_on_the_trained_model``, figures in docs/BENCHMARKS.md "Tags"): held-out
-Fashion-MNIST images against their 10 class names, where 0.3 keeps the top-1 label of most images and
-few wrong ones; below it the second guesses of ambiguous images (shirt / T-shirt / pullover) creep in.
+``test_default_threshold_on_the_trained_model``, figures in docs/QUALITY.md "Tags"): held-out
+Fashion-MNIST images against their 10 class names, where 0.3 to 0.5 are level on F1 and 0.3, the low
+end, keeps more right labels (a missing tag hides an image from a tag filter); below it the second
+guesses of ambiguous images (shirt / T-shirt / pullover) creep in. Speed at 1M x 1,000 labels:
+docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations

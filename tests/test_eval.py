@@ -308,7 +308,7 @@ def test_retrieval_on_the_trained_model_in_every_format(semantic_model: Path, se
     assert figures["karpathy"] == figures["coco"] == figures["csv"]
     t2i, i2t = figures["csv"]
     # chance: text-to-image R@1 0.1, R@5 0.5; image-to-text (2 own captions of 20) R@1 0.1, R@5 0.45
-    # measured (docs/QUALITY.md): text-to-image 0.85 / 1.0, image-to-text 0.5 / 0.9
+    # measured (docs/QUALITY.md): text-to-image 1.0 / 1.0, image-to-text 0.9 / 1.0
     assert t2i["R@1"] >= 0.5 and t2i["R@5"] >= 0.9, figures
     assert i2t["R@1"] >= 0.3 and i2t["R@5"] >= 0.7, figures
 
