@@ -19,8 +19,9 @@ both (``LibraryWriter._cleanup``) and the re-run builds again.
 from __future__ import annotations
 
 import concurrent.futures
-import multiprocessing
 import os
+import pickle
+import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ import numpy as np
 from indexer import faults
 from search import ann, ondisk
 from search.disk import REAL, Disk
+from search.errors import LibraryWriteError
 from search.records import IndexParams
 from search.vectors import open_vectors
 
@@ -101,12 +103,24 @@ def split(ids: np.ndarray, workers: int, most: int = SHARD_ROWS) -> list[np.ndar
 
 
 def run_local(jobs: Sequence[ShardJob], workers: int) -> list[str]:
-    """The shards filled by a pool of ``workers`` fresh processes (spawned: no inherited threads or locks)."""
+    """The shards filled by up to ``workers`` fresh interpreters at a time (no inherited threads or locks)."""
     if workers <= 1:
         return [fill_shard(job) for job in jobs]
-    ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        return list(pool.map(fill_shard, jobs))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fill_in_child, jobs))
+
+
+CHILD = "import pickle, sys; from indexer.shards import fill_shard; fill_shard(pickle.load(sys.stdin.buffer))"
+
+
+def fill_in_child(job: ShardJob) -> str:
+    """``fill_shard`` in a new Python process. Not multiprocessing's spawn: it re-runs the parent's
+    ``__main__`` in the child, which under Streamlit, a notebook or a test runner is not importable code."""
+    done = subprocess.run([sys.executable, "-c", CHILD], input=pickle.dumps(job), capture_output=True, check=False)
+    if done.returncode != 0:
+        last = (done.stderr.decode(errors="replace").strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise LibraryWriteError(f"A shard of the index could not be written ({last}); the library keeps its last index.")
+    return job.out
 
 
 def run_ray(jobs: Sequence[ShardJob], workers: int) -> list[str]:

@@ -118,7 +118,7 @@ def test_tag_facet_keeps_exactly_the_tagged_images(served: Any, browser: DevTool
     until(lambda: type_into(browser, "Search", "clothes"), lambda: "Results for" in body(browser), "the first results")
     choose(browser, "Relevance cutoff", "Show everything")
     until(lambda: click(browser, '[data-testid="stCheckbox"] label', "Group near-duplicates"), lambda: group_off(browser), "grouping off")
-    wait_for(lambda: result_images(browser, 12), "the first page of results")
+    wait_for(lambda: result_images(browser), "the first results", 120)
 
     def pick_trouser() -> None:
         browser.js("""[...document.querySelectorAll('[data-testid="stSidebar"] [data-testid="stMultiSelect"]')]
