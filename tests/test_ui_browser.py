@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +63,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(check: Any, what: str, timeout: float = 60.0, every: float = 0.25) -> Any:
+def wait_for(check: Any, what: str, timeout: float = 60.0, every: float = 0.25, explain: Any = None) -> Any:
+    """``check()`` until it is truthy; on a timeout the error holds ``explain()`` (what the page showed)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -71,7 +74,7 @@ def wait_for(check: Any, what: str, timeout: float = 60.0, every: float = 0.25) 
         if value:
             return value
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}" + (f"; {explain()}" if explain else ""))
 
 
 def http_text(url: str) -> str:
@@ -115,15 +118,22 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
         [*viewfinder(), "index", str(pictures), "--home", str(home), "--model", str(model)],
         check=True, env=env, capture_output=True, timeout=240,
     )  # fmt: skip
+    with ui_server(home, root / "ui.log", env) as url:
+        yield url, home
+
+
+@contextmanager
+def ui_server(home: Path, log_path: Path, env: dict[str, str]) -> Iterator[str]:
+    """`viewfinder ui` on ``home`` at a free port, up and healthy; stopped (its process group) afterwards."""
     port = free_port()
-    log = (root / "ui.log").open("wb")
+    log = log_path.open("wb")
     server = subprocess.Popen(
         [*viewfinder(), "ui", "--home", str(home), "--port", str(port)],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
         wait_for(lambda: http_text(f"http://127.0.0.1:{port}/_stcore/health") == "ok", "the Streamlit server", 90)
-        yield f"http://127.0.0.1:{port}/", home
+        yield f"http://127.0.0.1:{port}/"
     finally:
         os.killpg(server.pid, signal.SIGTERM)  # the server's own process group: `viewfinder ui` and nothing else
         try:
@@ -131,7 +141,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
         log.close()
-        print((root / "ui.log").read_text(errors="replace")[-3000:])
+        print(log_path.read_text(errors="replace")[-3000:])
 
 
 @pytest.fixture()
@@ -206,12 +216,12 @@ def choose(browser: DevTools, label: str, option: str) -> None:
     wait_for(lambda: browser.js(f"document.querySelector('input[aria-label=\"{label}\"]').value") == option, f"{label} = {option}")
 
 
-def until(action: Any, check: Any, what: str, tries: int = 4, each: float = 15.0) -> Any:
+def until(action: Any, check: Any, what: str, tries: int = 4, each: float = 15.0, explain: Any = None) -> Any:
     """Do ``action`` until ``check`` holds: a click or a key that lands while the page reruns is lost."""
     for attempt in range(tries):
         action()
         try:
-            return wait_for(check, what, each)
+            return wait_for(check, what, each, explain=explain if attempt == tries - 1 else None)
         except AssertionError:
             if attempt == tries - 1:
                 raise
@@ -232,6 +242,13 @@ def result_images(browser: DevTools, least: int = 1) -> list[dict[str, Any]]:
     return images if len(images) >= least and all(i["complete"] and i["w"] > 0 for i in images) else []
 
 
+def page_state(browser: DevTools) -> str:
+    """What the page shows, for a timed-out wait: each result image's state and the page's text."""
+    images = browser.js(RESULT_IMAGES) or []
+    states = [f"{i['src'].rsplit('/', 1)[-1]}:{'loaded' if i['complete'] and i['w'] else 'broken' if i['complete'] else 'loading'}" for i in images]
+    return f"{len(images)} result images {states}; the page reads: {body(browser)[-2500:]!r}"
+
+
 def test_text_query_in_a_real_browser_shows_result_images(served: Any, browser: DevTools, tmp_path: Path) -> None:
     url, home = served
     browser.call("Page.enable")
@@ -245,7 +262,7 @@ def test_text_query_in_a_real_browser_shows_result_images(served: Any, browser: 
     until(lambda: type_into(browser, "Search", "a photo of a cat"), lambda: "Results for" in body(browser), "the first results")
     choose(browser, "Relevance cutoff", "Show everything")
     until(lambda: click(browser, '[data-testid="stCheckbox"] label', "Group near-duplicates"), lambda: group_off(browser), "grouping off")
-    images = wait_for(lambda: result_images(browser, 14), "the whole result grid", 90)
+    images = wait_for(lambda: result_images(browser, 14), "the whole result grid", 90, explain=lambda: page_state(browser))
     time.sleep(1.0)  # let the last layout settle before the screenshot
     shot = base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
     SCREENSHOT.parent.mkdir(exist_ok=True)
@@ -262,7 +279,7 @@ def test_text_query_in_a_real_browser_shows_result_images(served: Any, browser: 
     # a minimum score above every random-weight score: all cut, the count shown, "Show them" brings them back
     choose(browser, "Relevance cutoff", "Minimum score")
     wait_for(lambda: "14 results below the relevance cutoff are hidden." in body(browser), "the cut count")
-    until(lambda: click(browser, "button", "Show them"), lambda: result_images(browser, 14), "the results shown again")
+    until(lambda: click(browser, "button", "Show them"), lambda: result_images(browser, 14), "the results shown again", explain=lambda: page_state(browser))
 
     # a new upload in the main box replaces the query: the image finds itself first
     document = browser.call("DOM.getDocument")["root"]["nodeId"]
@@ -292,7 +309,7 @@ def test_text_query_in_a_real_browser_shows_result_images(served: Any, browser: 
 
     captions = wait_for(only_jpegs, "the filtered results")
     choose(browser, "Sort by", "Newest first")
-    wait_for(lambda: "(filtered)" in body(browser) and result_images(browser), "the results sorted by date")
+    wait_for(lambda: "(filtered)" in body(browser) and result_images(browser), "the results sorted by date", explain=lambda: page_state(browser))
 
     # the CSV download holds the results shown
     click(browser, "button", "Download CSV")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,12 @@ from test_ui_browser import (  # the same DevTools driver and fixtures
     browser,  # noqa: F401 - a fixture
     choose,
     click,
-    free_port,
     group_off,
-    http_text,
+    page_state,
     press,
     result_images,
     type_into,
+    ui_server,
     until,
     viewfinder,
     wait_for,
@@ -77,23 +76,8 @@ def served(semantic_model: Path, semantic_images: Path, tmp_path_factory: pytest
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "VIEWFINDER_DEVICE": "cpu"}
     run_cli("index", str(pictures), "--model", str(semantic_model), "--json", home=home, env=env)
     run_cli("tag", *ALL_LABELS, "--json", home=home, env=env)
-    port = free_port()
-    log = (root / "ui.log").open("wb")
-    server = subprocess.Popen(
-        [*viewfinder(), "ui", "--home", str(home), "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    try:
-        wait_for(lambda: http_text(f"http://127.0.0.1:{port}/_stcore/health") == "ok", "the Streamlit server", 90)
-        yield f"http://127.0.0.1:{port}/", home, env
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-        log.close()
-        print((root / "ui.log").read_text(errors="replace")[-3000:])
+    with ui_server(home, root / "ui.log", env) as url:
+        yield url, home, env
 
 
 SHOWN = """[...document.querySelectorAll('[data-testid="stMain"] [data-testid="stImageCaption"]')]
@@ -118,7 +102,7 @@ def test_tag_facet_keeps_exactly_the_tagged_images(served: Any, browser: DevTool
     until(lambda: type_into(browser, "Search", "clothes"), lambda: "Results for" in body(browser), "the first results")
     choose(browser, "Relevance cutoff", "Show everything")
     until(lambda: click(browser, '[data-testid="stCheckbox"] label', "Group near-duplicates"), lambda: group_off(browser), "grouping off")
-    wait_for(lambda: result_images(browser), "the first results", 120)
+    wait_for(lambda: browser.js(SHOWN), "the first results", 120, explain=lambda: page_state(browser))  # captions: the thumbnails are the grid test's
 
     def pick_trouser() -> None:
         browser.js("""[...document.querySelectorAll('[data-testid="stSidebar"] [data-testid="stMultiSelect"]')]
@@ -135,7 +119,7 @@ def test_tag_facet_keeps_exactly_the_tagged_images(served: Any, browser: DevTool
         names = {c.split(" · ")[-1] for c in browser.js(SHOWN) or [] if " · " in c}
         return names if "(filtered)" in body(browser) and names == tagged else None
 
-    until(pick_trouser, only_tagged, "exactly the trouser-tagged images")
+    until(pick_trouser, only_tagged, "exactly the trouser-tagged images", explain=lambda: f"{tagged} expected; {page_state(browser)}")
 
 
 def test_duplicates_view_shows_the_clusters_dupes_finds(served: Any, browser: DevTools) -> None:  # noqa: F811
