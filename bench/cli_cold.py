@@ -1,6 +1,9 @@
 """Cold CLI: whole ``viewfinder`` processes, as a user starts them, many runs each; median and spread.
 
-    python bench/cli_cold.py [--model DIR] [--runs 15] [--before DIR] [--json]
+    python bench/cli_cold.py [--model DIR] [--runs 15] [--before DIR] [--backend NAME] [--json]
+
+Also the cold mode of the other two benchmarks: ``bench/query.py --cold`` runs this file's cases;
+``bench/ingest.py --cold`` runs ``index_cold`` below (whole ``viewfinder index`` processes).
 
 Builds a library of ``data/`` with the real CLI (``--model``: a checkpoint folder; default the tiny
 random CLIP of ``tests/tiny_model.py``; ``bench/checkpoint.py`` makes a ViT-B/32-sized one), then times,
@@ -14,6 +17,8 @@ interleaved round by round so that load on the machine hits every case alike:
   the larger of the two differences, so skipping the teardown cannot meet it alone.
 - ``info``, ``similar_indexed``, ``search_text`` (``--no-server``): the commands in-process.
 - ``server_search_text``, ``server_similar_indexed``: the same through a running ``viewfinder serve``.
+- ``--backend NAME``: ``search_text`` and ``similar_indexed`` run with ``--backend NAME`` (default:
+  the CLI's own, ``auto``).
 - ``search_text_before`` (``--before DIR``): ``search_text`` with the code of an earlier commit
   (``git archive REV | tar -x -C DIR``, put first on ``PYTHONPATH``), in the same rounds.
 
@@ -76,6 +81,59 @@ def summary(times: list[float]) -> dict[str, float]:
     }
 
 
+def index_cold(model: str, photos: Path, images: int, runs: int, backends: list[str]) -> dict[str, Any]:
+    """Whole ``viewfinder index PHOTOS`` processes into a new library each run, per backend, against
+    the unavoidable start (Python + torch + the model load) in the same rounds: median and spread.
+
+    A backend's export is made once (the warm-up run, timed apart as ``first_export_s``) and copied
+    into each new library before its run, as a second library on the same machine would find it."""
+    work = Path(tempfile.mkdtemp(prefix="viewfinder-bench-cold-index-"))
+    env = {k: v for k, v in os.environ.items() if k not in ("VIEWFINDER_HOME", "VIEWFINDER_TOKEN")}
+    env["HF_HUB_OFFLINE"] = "1"
+    py = sys.executable
+    vf = str(Path(py).with_name("viewfinder"))
+    load = f"import torch, transformers; from search.encoder import Encoder; Encoder.load({model!r}, 'cpu')"
+
+    def index_cmd(backend: str, home: Path) -> list[str]:
+        return [vf, "index", str(photos), "--home", str(home), "--model", model, "--backend", backend, "--json"]
+
+    try:
+        first_export_s: dict[str, float] = {}
+        exports: dict[str, Path] = {}
+        for backend in backends:  # warm-up: the page cache, and each runtime's export made once
+            home = work / f"warm-{backend}"
+            first_export_s[backend] = round(wall(index_cmd(backend, home), env), 2)
+            exports[backend] = home / "onnx"
+        times: dict[str, list[float]] = {"unavoidable": [], **{f"index_{b}": [] for b in backends}}
+        cpu: dict[str, list[float]] = {name: [] for name in times}
+        for r in range(runs):
+            times["unavoidable"].append(wall([py, "-c", load], env, cpu["unavoidable"]))
+            for backend in backends if r % 2 == 0 else backends[::-1]:
+                home = work / f"run-{r}-{backend}"
+                if exports[backend].is_dir():
+                    shutil.copytree(exports[backend], home / "onnx")
+                times[f"index_{backend}"].append(wall(index_cmd(backend, home), env, cpu[f"index_{backend}"]))
+                shutil.rmtree(home, ignore_errors=True)
+        stats = {name: {**summary(values), "cpu_median_s": round(statistics.median(cpu[name]), 3)} for name, values in times.items()}
+        start = stats["unavoidable"]["median_s"]
+        per_backend = {}
+        for backend in backends:
+            whole = stats[f"index_{backend}"]["median_s"]
+            per_backend[backend] = {
+                "img_s_whole_process": round(images / whole, 2),
+                "img_s_after_start": round(images / max(whole - start, 1e-9), 2),
+                "over_unavoidable_s": round(whole - start, 3),
+                "warm_up_run_s": first_export_s[backend],
+            }
+        if len(backends) > 1:
+            base = per_backend[backends[0]]["img_s_whole_process"]
+            for backend in backends[1:]:
+                per_backend[backend][f"speedup_whole_process_vs_{backends[0]}"] = round(per_backend[backend]["img_s_whole_process"] / base, 3)
+        return {"images": images, "runs": runs, "cases": stats, "backends": per_backend}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     from common import emit, log, machine  # type: ignore[import-not-found]
     from serve_load import start_server  # type: ignore[import-not-found]
@@ -84,8 +142,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", help="checkpoint folder (default: the tiny random CLIP of tests/tiny_model.py)")
     parser.add_argument("--runs", type=int, default=15, help="runs of each case (interleaved)")
     parser.add_argument("--before", metavar="DIR", help="source tree of an earlier commit: its search_text is timed too")
+    parser.add_argument("--backend", choices=["auto", "torch", "onnx", "openvino"], help="the queries' --backend (default: the CLI's)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args(argv)
+    backend = ["--backend", args.backend] if args.backend else []
 
     work = Path(tempfile.mkdtemp(prefix="viewfinder-bench-cold-"))
     env = {k: v for k, v in os.environ.items() if k not in ("VIEWFINDER_HOME", "VIEWFINDER_TOKEN")}
@@ -108,8 +168,8 @@ def main(argv: list[str] | None = None) -> None:
             "unavoidable": [py, "-c", load],
             "unavoidable_exit": [py, "-c", f"{load}; import atexit, os; atexit._run_exitfuncs(); os._exit(0)"],
             "info": [vf, "info", "--home", str(home)],
-            "similar_indexed": [vf, "similar", indexed, "--home", str(home), "--no-server"],
-            "search_text": [vf, "search", "a horse in a field", "--home", str(home), "--no-server"],
+            "similar_indexed": [vf, "similar", indexed, "--home", str(home), "--no-server", *backend],
+            "search_text": [vf, "search", "a horse in a field", "--home", str(home), "--no-server", *backend],
         }
         if args.before:
             cases["search_text_before"] = [{"PYTHONPATH": str(Path(args.before).resolve())}, *cases["search_text"]]
@@ -146,6 +206,7 @@ def main(argv: list[str] | None = None) -> None:
             "machine": machine(),
             "model": "tiny random CLIP" if args.model is None else args.model,
             "runs": args.runs,
+            "backend": args.backend or "the CLI's default",
             "cases": stats,
             "search_text_over_unavoidable_s": over,
             "search_text_over_unavoidable_cpu_s": round(stats["search_text"]["cpu_median_s"] - stats["unavoidable"]["cpu_median_s"], 3),

@@ -3,6 +3,7 @@
     python bench/checkpoint.py /tmp/vitb32                       # once: random ViT-B/32 weights
     python bench/ingest.py --model /tmp/vitb32 --images 1000 --json
     python bench/ingest.py --model /tmp/vitb32 --images 128 --json   # quick
+    python bench/ingest.py --model /tmp/vitb32 --images 128 --cold --runs 5 [--backend openvino] --json
 
 The machine is shared, so the two are measured in alternation, in this one process, with the same batch
 size. The photos are cut into segments of ``--segment`` (256); for each segment:
@@ -18,6 +19,11 @@ The photos are ``--images`` JPEGs (``--size``, default 1600x1200, quality 90, wi
 different: no content-hash reuse), made once and kept in the temp dir. The model is loaded before
 (``model_load_s``), and the process start is reported on its own (``process_start_s``: interpreter +
 imports, torch included, from /proc).
+
+``--cold``: whole ``viewfinder index PHOTOS`` processes instead, a new library each run, against Python
++ torch + the model load in the same rounds (``bench/cli_cold.py``'s ``index_cold``: median, p10/p90,
+img/s of the whole process and after the start); with ``--backend`` the backend's processes take turns
+with torch's.
 
 ``--backend onnx`` loads the model a second time on that backend (``search.backends``: ONNX Runtime;
 its export is cached under ``--onnx-cache``) and runs the same three steps with it for every segment,
@@ -307,6 +313,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--onnx-cache", type=Path, default=Path(tempfile.gettempdir()) / "viewfinder-bench-onnx", help="where the export is kept")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "int8"], help="of the other backend (int8: onnx only)")
     parser.add_argument("--ray", metavar="ADDRESS", help="also index every segment on Ray (auto: a local cluster), against the local path")
+    parser.add_argument("--cold", action="store_true", help="whole `viewfinder index` processes instead, against the unavoidable start")
+    parser.add_argument("--runs", type=int, default=5, help="with --cold: runs of each case")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args(argv)
     from search.encoder import default_batch_size
@@ -315,6 +323,14 @@ def main(argv: list[str] | None = None) -> None:
     photos = args.photos or Path(tempfile.gettempdir()) / f"viewfinder-bench-photos-{width}x{height}-{args.images}"
     paths = make_photos(photos, args.images, (width, height))
     jpeg_bytes = float(np.mean([p.stat().st_size for p in paths[:200]]))
+    if args.cold:  # the cold-process logic lives in bench/cli_cold.py
+        import cli_cold  # type: ignore[import-not-found]
+
+        backends = ["torch"] + ([args.backend] if args.backend != "torch" else [])
+        log(f"{args.runs} rounds of cold `viewfinder index` ({', '.join(backends)}) on {len(paths)} photos")
+        cold = cli_cold.index_cold(str(Path(args.model).resolve()), photos, len(paths), args.runs, backends)
+        emit({"bench": "ingest_cold", "image_size": f"{width}x{height}", "jpeg_mean_bytes": round(jpeg_bytes), "model": str(Path(args.model).resolve()), **cold, "machine": machine()}, args.json)
+        return
 
     started = time.perf_counter()
     encoder = Encoder.load(args.model, args.device)

@@ -25,6 +25,10 @@ before every query so each one pays its encoding. Two more cases, in the same lo
   re-rank + catalog with the vector encoded before (the filter's mask is computed once per snapshot and
   reused, as paging does; its first computation is reported on its own).
 
+``--cold [--runs N]``: whole ``viewfinder search``/``similar``/``info`` processes instead, against Python +
+torch + the model load in the same rounds (``bench/cli_cold.py``, which holds that logic and its
+targets); ``--backend onnx|openvino`` passes to the queries, torch leaves the CLI's own choice.
+
 Targets: p50 <= 1.15 x encode p50; search (+ re-rank + catalog) p50 <= 10 ms at 100k images, with and
 without the 1 % filter.
 
@@ -122,8 +126,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backend", default="torch", choices=["torch", "onnx", "openvino"], help="also time this backend against torch")
     parser.add_argument("--onnx-cache", type=Path, default=Path(tempfile.gettempdir()) / "viewfinder-bench-onnx", help="where the export is kept")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "int8"], help="of the other backend (int8: onnx only)")
+    parser.add_argument("--cold", action="store_true", help="whole `viewfinder` processes instead (bench/cli_cold.py's cases)")
+    parser.add_argument("--runs", type=int, default=9, help="with --cold: runs of each case")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args(argv)
+    if args.cold:  # one place for the cold-process logic: bench/cli_cold.py
+        import cli_cold  # type: ignore[import-not-found]
+
+        backend = [] if args.backend == "torch" else ["--backend", args.backend]  # torch: the CLI's default for one query
+        cli_cold.main(["--model", args.model, "--runs", str(args.runs), *backend, *(["--json"] if args.json else [])])
+        return
 
     home = args.home or Path(tempfile.mkdtemp(prefix="viewfinder-bench-query-"))
     model_id = resolve_model_id(args.model)
