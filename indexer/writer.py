@@ -249,6 +249,7 @@ class LibraryWriter:
     def remove(self, paths: Sequence[str]) -> None:
         with self._writing("catalog"), self.session() as session, session.begin():
             catalog.delete_paths(session, list(paths))
+            catalog.write_meta(session, {"committed_at": utcnow().isoformat()})  # a removal is a commit (readers' watches)
 
     def finish(self, *, flat_below: int = ann.FLAT_BELOW, rebuild: bool = False, check: bool = True) -> IndexParams | None:
         """Bring the FAISS index up to the catalog: update it, or rebuild it from the stored vectors when

@@ -109,6 +109,12 @@ def read_meta(session: Session) -> dict[str, Any]:
     return {row.key: json.loads(row.value) for row in session.scalars(select(MetaRow))}
 
 
+def meta_fingerprint(conn: Connection) -> tuple[tuple[str, str], ...]:
+    """The meta table as it stands: every writer's commit changes it (``vector_rows``, ``committed_at``,
+    the index's parameters, the label set), so a reader that sees it unchanged has nothing to re-read."""
+    return tuple(sorted((row.key, row.value) for row in conn.execute(select(MetaRow.key, MetaRow.value))))
+
+
 def write_meta(session: Session, values: dict[str, Any]) -> None:
     for key, value in values.items():
         session.merge(MetaRow(key=key, value=json.dumps(value)))

@@ -333,3 +333,25 @@ def test_a_query_mixing_an_indexed_image_and_a_file_uploads_only_the_file(server
     before = server.queries()
     results = Remote(server.info.url, None, serverfile.library_id(home)).run(query, model=None)
     assert len(results.hits) == 3 and server.queries() == before + 1
+
+
+def test_a_server_on_a_postgres_catalog_starts_and_sees_new_index_runs(postgres_catalog: str, tmp_path: Path, tiny_clip: Path) -> None:
+    """The change watch reads the catalog where it is: a PostgreSQL library has no catalog.sqlite."""
+    photos = tmp_path / "photos"
+    shutil.copytree(DATA / "photos", photos)
+    home = tmp_path / "library"
+    Cli(home, tiny_clip)("index", str(photos), "--backend", "torch", "--json")
+    assert not (home / "catalog.sqlite").exists()
+    served = start(home, env=env_without_token())
+    try:
+        images = served.json("GET", "/info")[1]["images"]
+        extra = write_image(photos / "new" / "fresh.png", seed=12)
+        Cli(home, tiny_clip)("index", str(photos), "--backend", "torch", "--json")
+        status, body = served.json("POST", "/similar", {"path": str(extra), "k": 1})
+        assert status == 200 and body["hits"][0]["path"] == str(extra)
+        assert served.json("GET", "/info")[1]["images"] == images + 1
+        extra.unlink()
+        Cli(home, tiny_clip)("forget", str(extra), "--json")
+        assert served.json("GET", "/info")[1]["images"] == images  # a removal is a commit too
+    finally:
+        stop(served)

@@ -22,7 +22,8 @@ from its header, before any pixel is decoded. With a token, every request withou
 
 Concurrency: FastAPI runs the handlers in a thread pool; one lock serialises the library and the model
 (a query is milliseconds; the model already uses every core), and the catalog is re-read when an indexer
-has committed (SQLite's ``PRAGMA data_version``), so a running server sees new index runs.
+has committed (``CatalogWatch``: SQLite's ``PRAGMA data_version``, the meta table on PostgreSQL), so a
+running server sees new index runs.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from search import errors
+from search.catalog import meta_fingerprint
 from search.images import read_image_info
 from search.library import Library, catalog_path, check_model
 from search.query import Query, Term
@@ -113,14 +115,24 @@ def error_body(err: errors.ViewfinderError) -> dict[str, Any]:
 
 
 class CatalogWatch:
-    """Tells when another connection (an indexer) has committed to the catalog since the last look."""
+    """Tells when another connection (an indexer) has committed to the catalog since the last look.
 
-    def __init__(self, path: Path) -> None:
-        self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    SQLite: ``PRAGMA data_version`` on a read-only connection of its own (it moves when any other
+    connection commits). A server catalog (PostgreSQL) has no file to watch: there the meta table, which
+    every commit writes (``search.catalog.meta_fingerprint``), is read, a few rows per query."""
+
+    def __init__(self, library: Library) -> None:
+        self._conn: sqlite3.Connection | None = None
+        self._engine = library.engine
+        if library.engine.dialect.name == "sqlite":
+            self._conn = sqlite3.connect(f"file:{catalog_path(library.home)}?mode=ro", uri=True, check_same_thread=False)
         self._seen = self._version()
 
-    def _version(self) -> int:
-        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+    def _version(self) -> object:
+        if self._conn is not None:
+            return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+        with self._engine.connect() as conn:
+            return meta_fingerprint(conn)
 
     def changed(self) -> bool:
         now = self._version()
@@ -128,7 +140,8 @@ class CatalogWatch:
         return changed
 
     def close(self) -> None:
-        self._conn.close()
+        if self._conn is not None:
+            self._conn.close()
 
 
 @dataclass
@@ -174,7 +187,7 @@ def open_state(home: Path, model: str | None, device: str, *, backend: str = "to
             log.warning("%s", err)
     thumbs = Thumbnails(library.home / THUMB_DIR, library.record)
     return State(home=library.home, library=library, searcher=searcher, thumbs=thumbs,
-                 watch=CatalogWatch(catalog_path(library.home)), model_id=model_id)  # fmt: skip
+                 watch=CatalogWatch(library), model_id=model_id)  # fmt: skip
 
 
 # --- requests ---------------------------------------------------------------------------------------
