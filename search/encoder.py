@@ -21,6 +21,7 @@ from PIL import Image
 
 from search import families
 from search.errors import ModelLoadError, QueryError
+from search.pixels import to_rgb
 from search.records import Vectors
 from search.settings import resolve_model_id  # noqa: F401  (callers import it from here; it needs no model)
 
@@ -99,7 +100,11 @@ class Preprocess:
         return (self.shortest_edge, new_long) if width <= height else (new_long, self.shortest_edge)
 
     def __call__(self, image: Image.Image) -> NDArray[np.float32]:
-        """An RGB image -> a (3, H, W) float32 array ready for the model."""
+        """An image -> a (3, H, W) float32 array ready for the model. Any other mode than RGB (grey,
+        palette, alpha, 16-bit) is converted as the decoder converts files (``search.pixels.to_rgb``): a
+        grey image read as three channels would give a vector of noise."""
+        if image.mode != "RGB":
+            image = to_rgb(image)
         width, height = self.resized_size(*image.size)
         resized = image.resize((width, height), resample=self.resample)
         if self.crop:

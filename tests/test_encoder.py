@@ -46,6 +46,19 @@ def test_vectors_are_unit_and_deterministic(encoder: Encoder) -> None:
     assert np.allclose(alone[0], t[0], atol=1e-4)  # padding to the longest query does not change it
 
 
+def test_any_image_mode_is_read_as_its_rgb_picture(encoder: Encoder) -> None:
+    """The Python API takes PIL images as they come: grey, palette and alpha images give the
+    vector of the picture they show (a grey image's one channel read as three gave noise)."""
+    rgb = Image.open(DATA / "photos" / "chelsea.png").convert("RGB")
+    grey = rgb.convert("L")
+    want = encoder.encode_images([grey.convert("RGB")])[0]
+    for image in (grey, grey.convert("P"), grey.convert("LA")):
+        assert float(encoder.encode_images([image])[0] @ want) > 0.999, image.mode
+    palette = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=256)
+    assert float(encoder.encode_images([palette])[0] @ encoder.encode_images([palette.convert("RGB")])[0]) > 0.999
+    assert float(encoder.encode_images([rgb.convert("RGBA")])[0] @ encoder.encode_images([rgb])[0]) > 0.999
+
+
 def test_text_pads_to_query_length(encoder: Encoder) -> None:
     tokens = encoder.tokenizer(["a cat"], padding=True, return_tensors="pt")
     assert tokens["input_ids"].shape[1] == 4  # <start> a cat <end>, not 77
