@@ -3,11 +3,14 @@ index, then grouped into clusters (connected components), each with a suggested 
 
 The rule:
 
-* Every stored vector is a query, in blocks of ``BLOCK``: a FAISS range search on the library's own
-  index (exact for the flat kind; for IVF-PQ ``NPROBE`` lists per vector, since near-duplicates sit in
-  the same or a neighbouring list, with the radius lowered by ``PQ_MARGIN`` to absorb the PQ error),
-  then every candidate pair is re-scored exactly from the stored vectors and kept when its cosine is at
-  least the threshold. No pair loop in Python: the work is FAISS's, plus vectorised numpy.
+* Flat index: every stored vector is a query, in blocks of ``BLOCK``, of an exact FAISS range search
+  on the library's own index (radius lowered by ``FLAT_MARGIN`` for float16 storage), each candidate
+  pair then re-scored from the stored vectors.
+* IVF index: the library's own inverted lists are the buckets. Near-duplicates fall in the same list or
+  one of its ``NEIGHBOUR_LISTS`` nearest lists (by centroid), so each list's members are compared
+  exactly (one matrix product from the stored vectors) with the members of that list and of its
+  neighbours; no PQ code is trusted. A pair is kept when its exact cosine is at least the threshold.
+  No pair loop in Python: FAISS and vectorised numpy do the work.
 * Clusters are the connected components of the kept pairs (``components``: min-label propagation with
   pointer jumping, in numpy), biggest first. A burst of shots or a chain of edits ends up in one
   cluster even when its two ends are below the threshold: that is what a user wants to review.

@@ -16,13 +16,12 @@ the quirks of any one phrasing (Radford et al. 2021, sec. 3.1.4: +3.5 points zer
 80 templates over the best single one). ``TEMPLATES`` is a subset of CLIP's 80 ImageNet templates that
 describes *photos* (no origami, tattoos or video games, which pull a library of photos the wrong way).
 
-The evidence here (docs/QUALITY.md, "The trained test model"): on the small CLIP of
-``tests/semantic/train_clip.py``, held-out Fashion-MNIST, the ensemble is level with the bare class
-name (zero-shot top-1 0.630 vs 0.637, mAP 0.674 vs 0.685: within the noise of 400 images), ahead of
-CLIP's "best 7" templates on zero-shot (0.615) and level on mAP (0.674). That model was trained on
-bare names and short photo captions alike, so there is nothing for templates to fix: it cannot show the
-gain real checkpoints show, and it shows no harm, so the default stays the ensemble (``--raw`` turns
-it off per query).
+The evidence here (figures in docs/QUALITY.md, "The trained test model"): on the small CLIP of
+``tests/semantic/train_clip.py`` the ensemble is level with the bare class name, on its 400 held-out
+images and on the whole 10,000-image test set alike. That model was trained on bare names and short
+photo captions alike, so there is nothing for templates to fix: it cannot show the gain real
+checkpoints show, and it shows no harm, so the default stays the ensemble (``--raw`` turns it off per
+query; its cost is in docs/BENCHMARKS.md, "Filtered search").
 ``tests/test_semantics.py`` holds both findings.
 
 Pure numpy; the encoder is passed in. Vectors are cached per text by ``search.texts.TextEncoder``, not here.

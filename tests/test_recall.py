@@ -284,7 +284,7 @@ def test_openclipart_finds_itself(tmp_path: Path, clip64: Path) -> None:
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.symlink_to(src)
     home = tmp_path / "lib"
-    report = json.loads(run_cli(["index", str(root), "--model", str(clip64), "--json"], home, flat_below=2000).splitlines()[-1])
+    report = json.loads(run_cli(["index", str(root), "--model", str(clip64), "--json"], home, flat_below=2000))
     assert report["images"] >= 2000
     facts = json.loads(run_cli(["info", "--json"], home, flat_below=2000))
     assert facts["index_check"]["recall_at_10"] >= ann.RECALL_TARGET
