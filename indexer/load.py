@@ -10,7 +10,7 @@ import hashlib
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -23,6 +23,19 @@ from search.images import ImageInfo, decode_image, read_image_info
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+SIGNAL_POLL_S = 0.25  # how often a waiting main thread wakes to run a pending Ctrl-C
+
+
+def result_of(future: Future[R]) -> R:
+    """``future.result()``, waking every ``SIGNAL_POLL_S``: Linux may deliver a process's SIGINT to any of
+    its threads, and then a main thread blocked without a timeout would not run the handler until the
+    future completes (found as a Ctrl-C that waited out a 60 s model load on a loaded CI machine)."""
+    while True:
+        try:
+            return future.result(timeout=SIGNAL_POLL_S)
+        except TimeoutError:
+            continue
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +94,9 @@ def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: i
         for item in items:
             pending.append(pool.submit(fn, item))
             if len(pending) >= ahead:
-                yield pending.popleft().result()
+                yield result_of(pending.popleft())
         while pending:
-            yield pending.popleft().result()
+            yield result_of(pending.popleft())
     except KeyboardInterrupt:
         interrupted = True  # answer Ctrl-C now: a worker may be waiting for the model (run.LazyEncoder)
         raise

@@ -16,7 +16,7 @@ from indexer import faults
 from indexer.backfill import backfill
 from indexer.dedupe import plan_embedding
 from indexer.embed import OUT_OF_MEMORY, ChunkLimit, embed_halving
-from indexer.load import Loaded, bounded_map, load_file
+from indexer.load import SIGNAL_POLL_S, Loaded, bounded_map, load_file
 from indexer.plan import make_plan
 from indexer.walk import FoundFile, walk
 from indexer.writer import LibraryWriter, utcnow
@@ -115,7 +115,8 @@ class LazyEncoder:
             if not self._started:
                 self._started = True
                 threading.Thread(target=self._load, name="viewfinder-model-load", daemon=True).start()
-        self._done.wait()  # interruptible, unlike a join of the thread doing the load
+        while not self._done.wait(SIGNAL_POLL_S):  # timed: a Ctrl-C another thread received is run here soon
+            pass
         if self._failure is not None:  # every waiting worker gets the first failure, not a new attempt
             raise self._failure
         assert self._encoder is not None

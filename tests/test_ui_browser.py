@@ -262,7 +262,11 @@ def test_text_query_in_a_real_browser_shows_result_images(served: Any, browser: 
     until(lambda: type_into(browser, "Search", "a photo of a cat"), lambda: "Results for" in body(browser), "the first results")
     choose(browser, "Relevance cutoff", "Show everything")
     until(lambda: click(browser, '[data-testid="stCheckbox"] label', "Group near-duplicates"), lambda: group_off(browser), "grouping off")
-    images = wait_for(lambda: result_images(browser, 14), "the whole result grid", 90, explain=lambda: page_state(browser))
+    def whole_grid() -> list[dict[str, Any]]:  # exactly 14: during a rerun the last run's tiles linger beside the new ones
+        images = result_images(browser, 14)
+        return images if len(images) == 14 else []
+
+    images = wait_for(whole_grid, "the whole result grid", 90, explain=lambda: page_state(browser))
     time.sleep(1.0)  # let the last layout settle before the screenshot
     shot = base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
     SCREENSHOT.parent.mkdir(exist_ok=True)
