@@ -80,3 +80,75 @@ def test_a_filter_keeps_exactly_its_matches_in_meaningful_order(fashion: tuple[S
     assert {h.path for h in found.hits} == classes["bag"]
     scores = [h.score for h in found.hits]
     assert scores == sorted(scores, reverse=True)
+
+
+def hit_rows(hits: list[dict[str, object]], library: Library) -> tuple[np.ndarray, np.ndarray]:
+    """The stored vectors of --json hits and their scores."""
+    rows = np.stack([np.ravel(library.vector_for_path(str(h["path"]))) for h in hits]).astype(np.float64)
+    scores = np.array([float(h["score"]) for h in hits])
+    return rows, scores
+
+
+def test_raw_reads_the_text_as_typed_and_the_default_its_prompt_ensemble(fashion: tuple[Searcher, dict[str, set[str]]], semantic_model: Path) -> None:
+    """Through the CLI: each hit's score is the cosine of its stored vector with the bare text's vector
+    under --raw, and with the ensemble's (search.prompts) by default; the two differ."""
+    from search import prompts
+
+    searcher, _ = fashion
+    library = searcher.library
+    cli = Cli(library.home, semantic_model)
+    encoder = Encoder.load(str(semantic_model), "cpu")
+    bare = encoder.encode_text(["ankle boot"])[0]
+    ensemble = prompts.ensemble_text(encoder.encode_text, ["ankle boot"])[0]
+    for args, vector, other in (((), ensemble, bare), (("--raw",), bare, ensemble)):
+        hits = cli("search", "ankle boot", "-k", "40", "--json", *args)
+        rows, scores = hit_rows(hits, library)
+        assert np.allclose(rows @ vector, scores, atol=2e-3), args  # float16 storage, 4-decimal scores
+        assert np.abs(rows @ other - scores).max() > 0.01, args  # and the other vector would not fit
+    other = cli("search", "ankle boot", "-k", "40", "--json")
+    raw = cli("search", "ankle boot", "-k", "40", "--json", "--raw")
+    assert [h["score"] for h in other] != [h["score"] for h in raw]
+
+
+def test_text_vectors_are_cached_per_text_and_mode(semantic_model: Path) -> None:
+    """search.texts.TextEncoder: a text seen before costs no model call, raw and ensembled kept apart."""
+    from search.texts import TextEncoder
+
+    encoder = Encoder.load(str(semantic_model), "cpu")
+    calls: list[list[str]] = []
+
+    def encode(texts: list[str]) -> np.ndarray:
+        calls.append(list(texts))
+        return encoder.encode_text(texts)
+
+    texts = TextEncoder(encode=encode, count_tokens=lambda ts: [len(encoder.tokenizer(t)["input_ids"]) - 2 for t in ts], limit=encoder.max_text_tokens)
+    first, _ = texts.vectors(["sneaker", "a dress on a black background"])
+    made = len(calls)
+    again, _ = texts.vectors(["a dress on a black background", "sneaker"])
+    assert len(calls) == made and np.array_equal(again, first[::-1])
+    raw, _ = texts.vectors(["sneaker"], raw=True)
+    assert len(calls) == made + 1 and calls[-1] == ["sneaker"]  # the bare text is its own entry, read as typed
+    texts.vectors(["sneaker"], raw=True)
+    assert len(calls) == made + 1
+
+
+def test_cli_cutoff_auto_and_image_queries_with_and_not(fashion: tuple[Searcher, dict[str, set[str]]], semantic_model: Path) -> None:
+    """The CLI's --cutoff auto (cuts the other classes, says how many on stderr) and similar --and/--not."""
+    searcher, classes = fashion
+    cli = Cli(searcher.library.home, semantic_model)
+    total = sum(len(v) for v in classes.values())
+    cut = cli("search", "trousers", "-k", str(total), "--cutoff", "auto", "--json")
+    kept = {h["path"] for h in cut}
+    assert 0 < len(kept) < total and len(kept & classes["trouser"]) >= 0.85 * len(classes["trouser"])
+    said = cli("search", "trousers", "-k", str(total), "--cutoff", "auto")
+    assert f"{total - len(kept)} result(s) below the relevance cutoff were hidden" in said.stderr
+    sneaker = sorted(classes["sneaker"])[0]
+
+    def share(hits: object, cls: str) -> float:
+        return sum(h["path"] in classes[cls] for h in hits) / len(hits)  # type: ignore[attr-defined]
+
+    plain = cli("similar", sneaker, "-k", "20", "--json")
+    pulled = cli("similar", sneaker, "--and", "2:bag", "-k", "20", "--json")
+    pushed = cli("similar", sneaker, "--not", "sneaker", "-k", "20", "--json")
+    assert share(pulled, "bag") > share(plain, "bag")
+    assert share(pushed, "sneaker") < share(plain, "sneaker")
