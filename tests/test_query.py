@@ -239,3 +239,35 @@ def test_camera_columns_are_back_filled_without_re_embedding(cli: Cli, tmp_path:
     assert {p.name: p.read_bytes() for p in cli.home.glob("vectors-*")} == vectors
     assert paths_of(cli("search", "x", "--camera", "nikon", "--json")) == [str(folder / "1.jpg")]
     assert cli("index", str(folder), "--json")["backfilled"] == 0  # type: ignore[index]
+
+
+def test_the_pages_zip_holds_the_originals_and_stops_at_its_cap(indexed: tuple[Cli, Path], tmp_path: Path) -> None:
+    """ui.export's ZIP of selected results (the page's "ZIP of N selected"): a valid archive whose files
+    are the originals byte for byte, made chunk by chunk; a cap leaves the rest out and says which."""
+    import io
+    import zipfile
+    from dataclasses import replace
+
+    from search.library import Library
+    from search.searcher import Searcher
+    from ui.export import export_name, zip_selection, zip_stream
+
+    cli, root = indexed
+    library = Library.open(cli.home)
+    hits = Searcher(library, lambda: pytest.fail("an indexed image needs no model")).similar(root / "photos" / "chelsea.png", k=6)
+    chunks = list(zip_stream(hits))
+    assert len(chunks) == len(hits) + 1  # one per file, then the central directory
+    with zipfile.ZipFile(io.BytesIO(b"".join(chunks))) as archive:
+        assert archive.testzip() is None
+        assert archive.namelist() == [export_name(h) for h in hits]
+        assert all(archive.read(export_name(h)) == Path(h.path).read_bytes() for h in hits)
+    sizes = [h.record.size for h in hits]
+    inside, left_out = zip_selection(hits, max_bytes=sum(sizes[:3]) + sizes[3] - 1)
+    assert inside == hits[:3] and left_out == hits[3:]
+    gone = tmp_path / "gone.png"
+    shutil.copy(hits[0].path, gone)
+    vanished = [replace(hits[0], record=replace(hits[0].record, path=str(gone))), *hits[1:3]]
+    gone.unlink()  # a file deleted since it was found is left out, the archive stays valid
+    with zipfile.ZipFile(io.BytesIO(b"".join(zip_stream(vanished)))) as archive:
+        assert archive.testzip() is None and len(archive.namelist()) == 2
+    library.close()

@@ -69,22 +69,47 @@ def export_files(hits: Sequence[Hit], folder: Path, *, copy: bool = False) -> in
     return done
 
 
-def zip_stream(hits: Sequence[Hit], *, max_bytes: int = ZIP_MAX_BYTES) -> Iterator[bytes]:
-    """A ZIP of the results' originals, produced in chunks (stored, not recompressed: images are already
-    compressed); stops adding files once ``max_bytes`` of originals would be passed."""
-    buffer = io.BytesIO()
-    total = 0
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+def zip_selection(hits: Sequence[Hit], max_bytes: int = ZIP_MAX_BYTES) -> tuple[list[Hit], list[Hit]]:
+    """(in the ZIP, left out): the results in their order while their originals fit in ``max_bytes``."""
+    total, inside = 0, []
+    for hit in hits:
+        if total + hit.record.size > max_bytes:
+            return inside, list(hits[len(inside) :])
+        total += hit.record.size
+        inside.append(hit)
+    return inside, []
+
+
+class _Sink:
+    """An unseekable file for ``zipfile``: it then writes each entry's sizes after its data (a data
+    descriptor), so the bytes handed out so far never change and the chunks join into a valid archive."""
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self._chunks.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        out = b"".join(self._chunks)
+        self._chunks.clear()
+        return out
+
+
+def zip_stream(hits: Sequence[Hit]) -> Iterator[bytes]:
+    """A ZIP of the results' originals, one chunk per file as it is added (stored, not recompressed:
+    images are already compressed). A file that can no longer be read is left out. Cap the selection
+    first with ``zip_selection``."""
+    sink = _Sink()
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as archive:  # type: ignore[arg-type]
         for hit in hits:
-            size = hit.record.size
-            if total + size > max_bytes:
-                break
             try:
                 archive.write(hit.path, arcname=export_name(hit))
             except OSError:
                 continue
-            total += size
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
+            yield sink.take()
+    yield sink.take()

@@ -17,7 +17,7 @@ from search.searcher import Searcher
 from search.settings import Settings
 from ui import dupes_view, resources, results, sidebar, tag_facet
 from ui import session as ss
-from ui.export import csv_text, zip_stream
+from ui.export import ZIP_MAX_BYTES, csv_text, zip_selection, zip_stream
 from ui.launch import MAX_UPLOAD_MB
 
 UPLOAD_TYPES = sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
@@ -194,9 +194,12 @@ def downloads(state: MutableMapping[str, Any], hits: list[Any]) -> None:
     row.download_button("Download CSV", csv_text(hits), file_name="viewfinder-results.csv", mime="text/csv", key="csv")
     chosen = [h for h in hits if h.path in state.get(ss.SELECTED, set())]
     if chosen and row.button(f"ZIP of {len(chosen)} selected", key="zip"):
+        inside, left_out = zip_selection(chosen)
         st.download_button(
-            "Save the ZIP", b"".join(zip_stream(chosen)), file_name="viewfinder-selected.zip", mime="application/zip", key="zip-save"
+            "Save the ZIP", b"".join(zip_stream(inside)), file_name="viewfinder-selected.zip", mime="application/zip", key="zip-save"
         )
+        if left_out:
+            st.caption(f"{len(left_out)} of the selected files are not in the ZIP: it stops at {results.human_bytes(ZIP_MAX_BYTES)} of originals.")
 
 
 def main(home: Path) -> None:
