@@ -34,7 +34,7 @@ from indexer.plan import make_plan
 from indexer.run import BAD_NAME, NOT_AN_IMAGE, IndexReport, NoProgress, Progress, printable, split_bad_names, to_record
 from indexer.walk import FoundFile, walk
 from indexer.writer import LibraryWriter
-from search import ann, catalog
+from search import ann, catalog, recall
 from search.encoder import Encoder
 from search.errors import ViewfinderError
 from search.images import is_image_candidate
@@ -217,12 +217,21 @@ def index_paths_ray(
         writer.remove(plan.removed)
         report.removed = len(plan.removed)
     finishing = time.perf_counter()
+    if plan.todo and "modality_direction" not in writer.meta:  # once per library, as the local path does
+        captions = ray.get(ray.remote(num_cpus=0)(_caption_vectors).remote(make_encoder))  # 0 CPUs: the pool may hold them all
+        writer.learn_modality(lambda texts: captions)
     report.index = writer.finish(flat_below=flat_below)
     t.finish_s += time.perf_counter() - finishing
     with writer.session() as session:
         report.images = catalog.counts(session)["indexed"]
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _caption_vectors(make_encoder: Callable[[str], Encoder]) -> np.ndarray:
+    """On a Ray worker: the model's vectors of the generic captions, for the recall self-check's
+    text-like queries (``LibraryWriter.learn_modality``); the driver never loads the model."""
+    return make_encoder("cpu").encode_text(list(recall.GENERIC_CAPTIONS))
 
 
 def _commit(batch: dict[str, np.ndarray], writer: LibraryWriter, model_id: str, report: IndexReport) -> None:

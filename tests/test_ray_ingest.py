@@ -76,6 +76,8 @@ def test_ray_builds_the_library_the_local_path_builds(local_ray: None, tmp_path:
             np.testing.assert_allclose(b[path][1], vec, atol=2e-3)  # float16 rounding of the stored rows
     corpus = corpus_files(root)
     check_complete(distributed, corpus.images, corpus.broken)
+    directions = [np.array(Library.open(home).snapshot.meta["modality_direction"]) for home in (local, distributed)]
+    assert float(directions[0] @ directions[1]) > 0.99  # the self-check's text-like queries, learnt on a Ray worker too
 
 
 def _map_workers() -> list[int]:
