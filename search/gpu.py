@@ -1,8 +1,9 @@
 """FAISS on the GPU: whether the installed ``faiss`` sees one, and k-means on it while an IVF index trains.
 
-``faiss-cpu`` (a base dependency) and ``faiss-gpu-cu12`` both install the module ``faiss``; with both
-installed, whichever pip unpacked last wins. The one supported way to the GPU build is in the README
-("GPU"): uninstall ``faiss-cpu``, then install ``faiss-gpu-cu12``. ``faiss_gpus()`` says whether that
+``faiss-cpu`` (a base dependency) and ``faiss-gpu`` (PyPI's CUDA 12 wheels, the same versions as
+``faiss-cpu``) both install the module ``faiss``; with both installed, whichever pip unpacked last wins.
+The one supported way to the GPU build is in the README ("GPU"): uninstall ``faiss-cpu``, then install
+``faiss-gpu``. ``faiss_gpus()`` says whether that
 worked (``viewfinder info --json`` shows it as ``faiss_gpus``).
 """
 
