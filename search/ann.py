@@ -51,7 +51,9 @@ above sees only the size and the dimension, never how tightly the vectors are pa
   ``nprobe`` doubled up to ``nlist`` (stopping when it stops helping), then the re-rank depth doubled up
   to ``MAX_RERANK``, then ``nprobe`` brought back down as far as the deeper re-rank allows; then finer PQ
   codes (``m`` doubled while it divides the dimension and stays <= ``MAX_M`` bytes: a rebuild) with the
-  same ladder; and an exact (flat) index when nothing reaches the target;
+  same ladder; and an exact (flat) index when nothing reaches the target and its vectors fit in
+  ``EXACT_MEMORY_SHARE`` of this machine's memory (it is built in memory: 20 GB at 10M x 512); when
+  they do not, the best index tried is kept, its recall recorded and ``doctor`` reports it;
 * cost: one exact scan for the ground truth (``CHECK_QUERIES`` x 2 queries over n vectors) and a few
   hundred ANN queries per step; seconds at 1M (docs/BENCHMARKS.md, "ANN self-check").
 """
@@ -59,6 +61,7 @@ above sees only the size and the dimension, never how tightly the vectors are pa
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -85,6 +88,17 @@ IMAGE_JITTER = 0.25
 MODALITY_GAP = 3.0
 MAX_RERANK = 3200
 MAX_M = 64
+EXACT_MEMORY_SHARE = 0.5
+
+
+def exact_fits(n: int, dim: int) -> bool:
+    """Whether an exact in-memory index of ``n`` float32 vectors takes at most ``EXACT_MEMORY_SHARE`` of
+    this machine's physical memory (the self-check's last resort must not be what kills the run)."""
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return True
+    return n * dim * 4 <= EXACT_MEMORY_SHARE * memory
 
 
 def pq_subquantizers(dim: int) -> int:

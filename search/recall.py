@@ -210,6 +210,8 @@ def tune(
     rebuilds = 0
     while step.recall < ann.RECALL_TARGET + ann.CHECK_MARGIN:
         finer = ann.finer_codes(params)
+        if finer is None and not ann.exact_fits(len(live), params.dim):
+            break  # the best index tried stays, below target: recorded, and doctor reports it
         if finer is None:
             params = IndexParams(kind="flat", dim=params.dim, trained_on=len(live), tuned=True)
             index, rebuilds = build(params), rebuilds + 1

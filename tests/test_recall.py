@@ -153,6 +153,23 @@ def test_finer_codes_then_exact_when_nothing_else_reaches(tmp_path: Path, monkey
     assert Library.open(tmp_path).info().index_check["after"]["kind"] == "flat"
 
 
+def test_no_exact_fallback_that_would_not_fit_in_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When no IVF-PQ setting reaches the target and an exact index would not fit (a 10M library on a
+    small machine), the best index tried stays, its recall is recorded below target and doctor says so."""
+    vectors = packed(4000, 64, 0.96)
+    fill(tmp_path, vectors, batch=4000)
+    monkeypatch.setattr(ann, "MAX_RERANK", 400)
+    monkeypatch.setattr(ann, "MAX_M", 4)
+    monkeypatch.setattr(ann, "EXACT_MEMORY_SHARE", 0.0)
+    with LibraryWriter.open(tmp_path) as w:
+        params = w.finish(flat_below=1000)
+        check = w.meta["index_check"]
+    assert params.kind == "ivfpq" and check["recall_at_10"] < ann.RECALL_TARGET
+    assert all(step["kind"] == "ivfpq" for step in check["steps"])
+    assert "recall-below-target" in {f.code for f in examine(tmp_path).findings}
+    assert Library.open(tmp_path).search_vector(vectors[:1], k=5)  # the library still answers
+
+
 def test_text_like_queries_and_cost(tmp_path: Path) -> None:
     vectors = packed(4000, 64, 0.87, seed=3)
     fill(tmp_path, vectors, batch=4000)
