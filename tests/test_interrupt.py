@@ -24,6 +24,10 @@ SCRIPT = textwrap.dedent(
     from indexer.run import index_paths
     from indexer.writer import LibraryWriter
 
+    # Ctrl-C as in a terminal, even when this runs under a shell that started it with SIGINT ignored (a
+    # background job: Python then installs no KeyboardInterrupt handler at all).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
     def slow_model():
         print("loading", flush=True)
         if os.environ.get("SIGINT_TO_LOADER"):  # as Linux may do: the process's SIGINT lands on another thread
