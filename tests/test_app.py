@@ -61,6 +61,7 @@ def make_pictures(root: Path) -> Path:
     for i, taken in enumerate(["2021:06:01 10:00:00", "2021:06:15 12:30:00", "2023:01:01 08:00:00"]):
         exif = Image.Exif()
         exif[0x0132] = taken  # DateTime
+        exif[0x010F], exif[0x0110] = ("Canon", "EOS R5") if i == 0 else ("NIKON CORPORATION", "Z 6")  # Make, Model
         noise(100 + i, (120, 90)).save(root / "dated" / f"day{i}.jpg", exif=exif)  # 3 JPEG
     for i in range(6):
         (root / "noise" / "a").mkdir(parents=True, exist_ok=True)
@@ -430,6 +431,16 @@ def test_more_filters_sort_and_downloads(library: tuple[Path, Path], monkeypatch
     at.number_input(key="min_width").set_value(100).run()
     assert sorted(names(at)) == sorted(["day0.jpg", "day1.jpg", "day2.jpg", *[p.name for p in (pictures / "photos").iterdir()], "hubble_deep_field.jpg", "rocket.jpg"])
     at.number_input(key="min_width").set_value(0).run()
+    at.number_input(key="min_height").set_value(100).run()
+    tall = sorted(names(at))
+    assert tall and len(tall) < 23 and all(Image.open(next(pictures.rglob(n))).height >= 100 for n in tall)
+    assert all(Image.open(p).height < 100 for p in pictures.rglob("*") if p.is_file() and p.name not in tall and p.name != "broken.jpg")
+    at.number_input(key="min_height").set_value(0).run()
+    at.text_input(key="camera").input("canon").run()
+    assert names(at) == ["day0.jpg"]  # EXIF make, any case
+    at.text_input(key="camera").input("z 6").run()
+    assert sorted(names(at)) == ["day1.jpg", "day2.jpg"]  # EXIF model
+    at.text_input(key="camera").input("").run()
     at.selectbox(key="sort").select("modified").run()
     mtimes = [next(pictures.rglob(n)).stat().st_mtime_ns for n in names(at)]
     assert mtimes == sorted(mtimes, reverse=True)
@@ -440,3 +451,10 @@ def test_more_filters_sort_and_downloads(library: tuple[Path, Path], monkeypatch
     at.button(key="zip").click().run()
     assert any("Save the ZIP" in str(b.proto.label) for b in at.get("download_button"))
     assert not at.exception
+
+
+def test_a_text_past_the_token_limit_is_read_whole_and_the_page_says_so(library: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    home, _ = library
+    at = search(start(home, monkeypatch), " ".join(["a very long description of a cat sitting in the sun"] * 40))
+    assert grid(at) and not at.exception
+    assert any("token limit" in str(info.value) for info in at.info), [i.value for i in at.info]
