@@ -173,11 +173,14 @@ def query_process(home: str, queries: np.ndarray, k: int, sweep: list[tuple[int,
         tuned = replace(params, nprobe=nprobe, rerank=depth)
         library.index_params = lambda tuned=tuned: tuned  # type: ignore[method-assign]
         got = np.full((len(queries), k), -1, dtype=np.int64)
+        took = []
         t0 = time.perf_counter()
         for i, q in enumerate(queries):
+            t1 = time.perf_counter()
             hits = library.search_vector(q, k)
+            took.append(time.perf_counter() - t1)
             got[i, : len(hits)] = [h.record.faiss_id for h in hits]
-        swept.append({"nprobe": nprobe, "rerank": depth, "seconds": time.perf_counter() - t0, "found": got})
+        swept.append({"nprobe": nprobe, "rerank": depth, "seconds": time.perf_counter() - t0, "found": got, "latencies": np.asarray(took)})
     library.close()
     return {
         "found": found,
@@ -435,6 +438,8 @@ def main(argv: list[str] | None = None) -> None:
                 "recall_at_10": round(recall(s["found"][:judged], truth[:judged]), 4),
                 "text_recall_at_10": round(recall(s["found"][n_q : n_q + judged], truth[judged:]), 4),
                 "qps": round(len(queries) / s["seconds"], 1),
+                "p50_ms": percentile_ms(s["latencies"], 50),
+                "p99_ms": percentile_ms(s["latencies"], 99),
             }
             for s in out["sweep"]
         ],

@@ -12,10 +12,15 @@ The rule (``choose_index_params``):
   - ``m`` = the largest divisor of the dimension that is <= min(64, dim/16): 32 one-byte codes for
     ViT-B/32's 512 dimensions, so 32 B + an 8-byte id per vector in memory (73 B/vector resident
     in all at 1M, measured);
-  - ``nprobe`` = max(64, nlist/64) lists, and a re-rank depth of max(10·k, 400) candidates that are
-    re-scored exactly from the stored full vectors, so PQ error never reaches the user. At 1M vectors
-    of CLIP-like data this gave recall@10 0.998 at 67x the exact QPS (bench/ann.py); the deeper
-    re-rank is what lets 32 codes replace 64 (recall 0.986 with a depth of 200).
+  - ``nprobe`` = max(64, nlist/64) lists, and a re-rank depth of max(10·k, ``rule_rerank(n)``)
+    candidates that are re-scored exactly from the stored full vectors, so PQ error never reaches the
+    user. ``rule_rerank`` is ``RERANK_BASE`` (400) up to ``RERANK_N`` (2.5M) vectors and grows with n
+    (the power of two nearest to n / ``RERANK_N`` times that, at most ``MAX_RERANK``): 1,600 at 10M. At
+    1M vectors of CLIP-like data 400 gave recall@10 0.998 at 67x the exact QPS (bench/ann.py), and the
+    deeper re-rank is what lets 32 codes replace 64 (recall 0.986 with a depth of 200). At 10M the top
+    10 of a query lie closer together than 32-byte codes tell apart, and probing more lists does not
+    help: depths 400 / 800 / 1,600 / 3,200 measured recall@10 0.906 / 0.964 / 0.990 / 0.996 on the same
+    on-disk index (docs/BENCHMARKS.md, "Sharded, on-disk IVF-PQ at 10M").
 * From ``ONDISK_ABOVE`` vectors on, the IVF-PQ is **on disk** (``IndexParams.ondisk``; ``search.ondisk``
   reads it, ``indexer.shards`` builds it): its inverted lists (``m`` + 8 bytes a vector: 400 MB at 10M,
   4 GB at 100M) are memory-mapped instead of read into memory, so opening a library reads the centroids
@@ -88,6 +93,8 @@ IMAGE_JITTER = 0.25
 MODALITY_GAP = 3.0
 MAX_RERANK = 3200
 MAX_M = 64
+RERANK_BASE = 400
+RERANK_N = 2_500_000
 EXACT_MEMORY_SHARE = 0.5
 
 
@@ -114,6 +121,11 @@ def _pow2_floor(x: float) -> int:
     return 1 << max(0, math.floor(math.log2(max(x, 1.0))))
 
 
+def rule_rerank(n: int) -> int:
+    """The rule's re-rank depth for ``n`` vectors (the docstring above)."""
+    return min(MAX_RERANK, RERANK_BASE * _pow2_near(max(1.0, n / RERANK_N)))
+
+
 def choose_index_params(n: int, dim: int, *, flat_below: int = FLAT_BELOW, ondisk_above: int = ONDISK_ABOVE) -> IndexParams:
     """The documented rule above, as a pure function of the collection size and dimension."""
     if n < max(flat_below, 2 * MIN_POINTS_PER_CENTROID):
@@ -127,7 +139,7 @@ def choose_index_params(n: int, dim: int, *, flat_below: int = FLAT_BELOW, ondis
         m=pq_subquantizers(dim),
         nbits=nbits,
         nprobe=min(nlist, max(64, nlist // 64)),
-        rerank=400,
+        rerank=rule_rerank(n),
         trained_on=n,
         ondisk=n >= ondisk_above,
     )

@@ -35,6 +35,14 @@ def test_rule(n: int, dim: int, kind: str, nlist: int, m: int, nbits: int) -> No
         assert p.m + 8 <= 80  # resident bytes per vector: PQ code + id
 
 
+def test_rerank_depth_grows_past_a_few_million() -> None:
+    """400 candidates up to RERANK_N vectors, then more as n grows (1,600 at 10M), never past MAX_RERANK."""
+    assert [ann.choose_index_params(n, 512).rerank for n in (100_000, 1_000_000, 2_500_000)] == [400, 400, 400]
+    assert ann.choose_index_params(5_000_000, 512).rerank == 800
+    assert ann.choose_index_params(10_000_000, 512).rerank == 1600
+    assert ann.choose_index_params(100_000_000, 512).rerank == ann.MAX_RERANK
+
+
 def test_rule_small_forced() -> None:
     p = ann.choose_index_params(3000, 32, flat_below=1000)
     assert p.kind == "ivfpq" and p.m == 2 and p.nbits == 6 and p.nlist == 64 and p.nprobe == 64
