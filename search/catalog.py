@@ -6,6 +6,7 @@ points to does not exist as far as searches are concerned, which is what makes a
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -150,11 +151,23 @@ def live_ids(session: Session) -> np.ndarray:
     return np.fromiter(session.scalars(stmt), dtype=np.int64)
 
 
+_LIVE_PACKED = select((FileRow.faiss_id.op("<<")(literal_column("32"))).op("|")(FileRow.id)).where(FileRow.faiss_id.is_not(None))
+
+
 def live_ids_and_rows(session: Session) -> tuple[np.ndarray, np.ndarray]:
     """(FAISS ids, sorted; the row id of each): the row id of a file stays when it is re-indexed under a new
     FAISS id. One scan of the covering faiss_id index, each pair packed in one integer (ids < 2^31, row
-    ids < 2^32): 1.3x the time of reading the ids alone, where two columns cost 2x."""
-    packed = np.fromiter(session.scalars(select((FileRow.faiss_id.op("<<")(literal_column("32"))).op("|")(FileRow.id)).where(FileRow.faiss_id.is_not(None))), dtype=np.int64)
+    ids < 2^32): 1.3x the time of reading the ids alone, where two columns cost 2x. Read through the
+    driver's own cursor, on the session's connection and so in its transaction: SQLAlchemy's result rows
+    cost 2.4x the time at 10M rows (6.8 s against 2.8 s, every open of a library)."""
+    conn = session.connection()
+    sql = str(_LIVE_PACKED.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql)
+        packed = np.fromiter(itertools.chain.from_iterable(cursor), dtype=np.int64)
+    finally:
+        cursor.close()
     packed.sort()
     return packed >> 32, (packed & 0xFFFFFFFF).astype(np.uint32)
 
