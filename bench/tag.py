@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from indexer.tagging import tag_library
     from indexer.writer import LibraryWriter
-    from search.library import read_snapshot
+    from search.snapshot import read_snapshot
     from search.tags import BLOCK, DEFAULT_THRESHOLD, TagRule, tag_vectors
     from search.vectors import open_vectors
 

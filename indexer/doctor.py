@@ -35,7 +35,7 @@ from indexer.forget import gone_rows
 from indexer.writer import LibraryWriter, lock_library, release_lock
 from search import ann, catalog, catalog_location, ondisk
 from search.errors import LibraryCorrupt, SchemaTooNew
-from search.library import Snapshot, catalog_damage, catalog_path, leftover_files, read_snapshot
+from search.snapshot import Snapshot, catalog_damage, catalog_path, leftover_files, read_snapshot
 from search.schema import migrate
 from search.vectors import file_rows
 

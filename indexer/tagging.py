@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from search import catalog
 from search.errors import QueryError
-from search.library import read_snapshot
+from search.snapshot import read_snapshot
 from search.records import Vectors
 from search.tagdb import META_KEY, LabelRow, LabelSet, TagRow, tag_counts
 from search.tags import (

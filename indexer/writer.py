@@ -28,7 +28,7 @@ from indexer.pglock import AdvisoryLock
 from search import ann, catalog, catalog_location, ondisk, recall, tagdb
 from search.disk import REAL, Disk
 from search.errors import LibraryLocked, LibraryWriteError, ModelMismatch
-from search.library import check_model, open_catalog, read_snapshot
+from search.snapshot import check_model, open_catalog, read_snapshot
 from search.records import ImageRecord, IndexParams, Vectors
 from search.recall import RecallCheck
 from search.tagdb import LabelSet

@@ -73,7 +73,7 @@ def test_a_snapshot_is_one_moment(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     deterministic version of the race the test above found."""
     from test_ann import clustered, fill
 
-    from search import catalog, library
+    from search import catalog, snapshot
 
     vectors = clustered(30, 16)
     fill(tmp_path, vectors[:20])
@@ -88,5 +88,5 @@ def test_a_snapshot_is_one_moment(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         return meta
 
     monkeypatch.setattr(catalog, "read_meta", meta_then_a_commit)
-    snap = library.read_snapshot(catalog_engine(tmp_path))
+    snap = snapshot.read_snapshot(catalog_engine(tmp_path))
     assert landed and snap.vector_rows == 20 and snap.live.tolist() == list(range(20))

@@ -63,7 +63,7 @@ def index(
     from search.ann import FLAT_BELOW, ONDISK_ABOVE
     from search.backends import cache_root, check_backend, check_precision
     from search.encoder import Encoder, default_batch_size, pick_device, resolve_model_id
-    from search.library import catalog_path
+    from search.snapshot import catalog_path
 
     settings = settings_for(home, model, device, backend, precision)
     with user_errors():

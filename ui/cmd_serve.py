@@ -111,7 +111,8 @@ def serve(
 
 
 def _build(settings: Any, sock: socket.socket, host: str, token: str | None) -> tuple[Any, Any, Any]:
-    from ui.server import create_app, open_state
+    from ui.server import create_app
+    from ui.serverstate import open_state
 
     typer.echo(f"Viewfinder: loading {settings.home}…", err=True)
     state = open_state(settings.home, settings.model, settings.device, backend=settings.backend)

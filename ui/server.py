@@ -18,27 +18,22 @@ server. Errors are ``{"error": one sentence, "type": the domain error's class}``
 Limits: a request body over the page's upload cap (``ui.launch.MAX_UPLOAD_MB``, plus the multipart
 framing) is refused with 413 before it is read, an upload over ``ui.session.UPLOAD_MAX_PIXELS`` with 413
 from its header, before any pixel is decoded. With a token, every request without
-``Authorization: Bearer <token>`` gets 401.
+``Authorization: Bearer <token>`` gets 401 (``ui.serverguard``).
 
 Concurrency: FastAPI runs the handlers in a thread pool; one lock serialises the library and the model
 (a query is milliseconds; the model already uses every core), and the catalog is re-read when an indexer
-has committed (``CatalogWatch``: SQLite's ``PRAGMA data_version``, the meta table on PostgreSQL), so a
-running server sees new index runs.
+has committed (``ui.serverstate``), so a running server sees new index runs.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import os
-import sqlite3
-import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
@@ -49,16 +44,16 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from search import errors
-from search.catalog import meta_fingerprint
 from search.images import read_image_info
-from search.library import Library, catalog_path, check_model
+from search.library import Library
 from search.query import Query, Term
-from search.searcher import Searcher
-from search.settings import DEFAULT_MODEL, resolve_model_id
-from search.thumbs import GRID_SIDE, PREVIEW_SIDE, THUMB_DIR, Thumbnails
-from ui.client import HOME_HEADER
+from search.settings import resolve_model_id
+from search.snapshot import check_model
+from search.thumbs import GRID_SIDE, PREVIEW_SIDE
 from ui.launch import MAX_UPLOAD_MB
 from ui.serverfile import library_id
+from ui.serverguard import Guard
+from ui.serverstate import State
 from ui.session import UPLOAD_MAX_PIXELS
 
 log = logging.getLogger("viewfinder.serve")
@@ -67,8 +62,6 @@ MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 2**20
 MULTIPART_SLACK = 64 * 2**10  # boundaries and form fields around an upload
 MIN_THUMB_SIDE = 16
 MAX_TERMS = 16  # image parts one multipart query may upload
-
-ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
 
 
 class NotIndexed(errors.QueryError):
@@ -109,85 +102,6 @@ def error_body(err: errors.ViewfinderError) -> dict[str, Any]:
     if isinstance(err, NotIndexed) and err.terms:
         body["terms"] = err.terms
     return body
-
-
-# --- state ------------------------------------------------------------------------------------------
-
-
-class CatalogWatch:
-    """Tells when another connection (an indexer) has committed to the catalog since the last look.
-
-    SQLite: ``PRAGMA data_version`` on a read-only connection of its own (it moves when any other
-    connection commits). A server catalog (PostgreSQL) has no file to watch: there the meta table, which
-    every commit writes (``search.catalog.meta_fingerprint``), is read, a few rows per query."""
-
-    def __init__(self, library: Library) -> None:
-        self._conn: sqlite3.Connection | None = None
-        self._engine = library.engine
-        if library.engine.dialect.name == "sqlite":
-            self._conn = sqlite3.connect(f"file:{catalog_path(library.home)}?mode=ro", uri=True, check_same_thread=False)
-        self._seen = self._version()
-
-    def _version(self) -> object:
-        if self._conn is not None:
-            return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
-        with self._engine.connect() as conn:
-            return meta_fingerprint(conn)
-
-    def changed(self) -> bool:
-        now = self._version()
-        changed, self._seen = now != self._seen, now
-        return changed
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-
-
-@dataclass
-class State:
-    """What the server keeps warm. ``fresh()`` hands out the library, re-read if an indexer committed."""
-
-    home: Path
-    library: Library
-    searcher: Searcher
-    thumbs: Thumbnails
-    watch: CatalogWatch
-    model_id: str
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    queries: int = 0
-
-    @contextmanager
-    def fresh(self) -> Iterator[Library]:
-        with self.lock:
-            if self.watch.changed():
-                self.library.refresh()
-            yield self.library
-
-    def close(self) -> None:
-        self.watch.close()
-        self.library.close()
-
-
-def open_state(home: Path, model: str | None, device: str, *, backend: str = "torch", warm: bool = True) -> State:
-    """Open the library and (``warm``) load its model now, so the first query is as fast as the rest.
-    A model that cannot load is reported and tried again by the first query that needs it."""
-    from search.backends import cache_root, check_backend
-    from search.encoder import Encoder
-
-    check_backend(backend)
-    requested = resolve_model_id(model) if model else None
-    library = Library.open(home, model=requested)
-    model_id = library.model or requested or DEFAULT_MODEL
-    searcher = Searcher(library, lambda: Encoder.load(model_id, device, backend=backend, cache=cache_root(library.home)))
-    if warm and library.model:
-        try:
-            searcher.encoder  # noqa: B018 (loads it)
-        except errors.ModelLoadError as err:
-            log.warning("%s", err)
-    thumbs = Thumbnails(library.home / THUMB_DIR, library.record)
-    return State(home=library.home, library=library, searcher=searcher, thumbs=thumbs,
-                 watch=CatalogWatch(library), model_id=model_id)  # fmt: skip
 
 
 # --- requests ---------------------------------------------------------------------------------------
@@ -292,76 +206,6 @@ def _json_field(fields: dict[str, str], key: str) -> dict[str, Any] | None:
 
 
 # --- the app ----------------------------------------------------------------------------------------
-
-
-class Guard:
-    """Pure ASGI middleware: the bearer token, the body cap (413 before the body is read, and while it
-    streams when no length was sent), and the library header on every answer."""
-
-    def __init__(self, app: ASGIApp, *, home: str, token: str | None, max_body: int) -> None:
-        self.app, self.token, self.max_body = app, token, max_body
-        self.home_header = (HOME_HEADER.lower().encode(), home.encode("utf-8", "surrogateescape"))
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        if self.token is not None and not self._authorised(headers.get(b"authorization", b"")):
-            await self._reply(send, 401, {"error": "A bearer token is required.", "type": "ViewfinderError"},
-                              extra=[(b"www-authenticate", b"Bearer")], home=False)  # fmt: skip
-            return
-        length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            await self._reply(send, 413, self._too_large())
-            return
-        received = 0
-        started = refused = False
-
-        async def counted_receive() -> dict[str, Any]:
-            # A body with no length (chunked) that grows past the cap: answer 413 now and tell the app
-            # the client has gone, so it stops reading; whatever it then tries to send is dropped.
-            nonlocal received, started, refused
-            if refused:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body and not started:
-                    refused = started = True
-                    await self._reply(send, 413, self._too_large())
-                    return {"type": "http.disconnect"}
-            return message
-
-        async def tagged_send(message: dict[str, Any]) -> None:
-            nonlocal started
-            if refused:
-                return
-            if message["type"] == "http.response.start":
-                started = True
-                message = {**message, "headers": [*message.get("headers", []), self.home_header]}
-            await send(message)
-
-        try:
-            await self.app(scope, counted_receive, tagged_send)
-        except Exception:
-            if not refused:
-                raise  # the app's own error (its 500 has been sent)
-
-    def _authorised(self, header: bytes) -> bool:
-        scheme, _, value = header.decode("latin-1").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), str(self.token).encode())
-
-    def _too_large(self) -> dict[str, str]:
-        return {"error": f"The request is larger than the upload cap of {MAX_UPLOAD_MB} MB.", "type": "QueryError"}
-
-    async def _reply(self, send: Any, status: int, body: dict[str, str], *, extra: list[tuple[bytes, bytes]] | None = None, home: bool = True) -> None:
-        data = json.dumps(body).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *(extra or [])]
-        if home:
-            headers.append(self.home_header)
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": data})
 
 
 def create_app(
