@@ -146,11 +146,6 @@ def known_hashes(session: Session) -> dict[str, int]:
     return {h: fid for h, fid in session.execute(stmt) if h}
 
 
-def live_ids(session: Session) -> np.ndarray:
-    stmt = select(FileRow.faiss_id).where(FileRow.faiss_id.is_not(None))
-    return np.fromiter(session.scalars(stmt), dtype=np.int64)
-
-
 _LIVE_PACKED = select((FileRow.faiss_id.op("<<")(literal_column("32"))).op("|")(FileRow.id)).where(FileRow.faiss_id.is_not(None))
 
 
