@@ -117,6 +117,19 @@ def ways_to_embed_text(encode: Callable[[list[str]], np.ndarray]) -> dict[str, n
     }
 
 
+def mcnemar(images: np.ndarray, labels: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[int, int, float]:
+    """Paired zero-shot comparison of two text embeddings of the classes: (images only ``a`` gets right,
+    images only ``b`` gets right, two-sided exact McNemar p: a binomial test on the discordant pairs)."""
+    from math import comb
+
+    right_a = (images @ a.T).argmax(1) == labels
+    right_b = (images @ b.T).argmax(1) == labels
+    only_a, only_b = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
+    n, low = only_a + only_b, min(only_a, only_b)
+    p = min(1.0, 2 * sum(comb(n, i) for i in range(low + 1)) / 2**n) if n else 1.0
+    return only_a, only_b, p
+
+
 # The 7 templates the CLIP authors picked by forward selection on ImageNet (their prompt notebook).
 CLIP_BEST_7 = (
     "itap of a {}.",
@@ -153,6 +166,11 @@ def main() -> None:
         f = text_figures(images, labels, texts)
         print(f"| {name} | {f['R@1']:.4f} | {f['R@5']:.4f} | {f['R@10']:.4f} | {f['P@10']:.3f} | "
               f"{f['zero-shot top-1']:.3f} | {f['mAP']:.3f} |")
+    ways = ways_to_embed_text(encoder.encode_text)
+    raw, ensemble = ways["class name as typed"], ways["ensemble (search.prompts.TEMPLATES)"]
+    only_raw, only_ensemble, p = mcnemar(images, labels, raw, ensemble)
+    print(f"zero-shot, ensemble against the class name: right only with the name {only_raw}, only with the "
+          f"ensemble {only_ensemble}; exact McNemar p = {p:.2g}")
     print(f"image -> image: neighbour purity@10 {neighbour_purity(images, labels):.3f} (chance {(per - 1) / (n - 1):.3f})")
 
 

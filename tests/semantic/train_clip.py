@@ -92,12 +92,14 @@ CLASSES: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 # Caption styles: plain words, photo captions, product listings. Deliberately not the list in
 # search/prompts.py (the ensembling templates), so the evidence for ensembling is not built in.
+# BARE: captions that are the name and nothing more (the committed model is trained with them).
+BARE = ("{}", "{}", "a {}", "the {}", "{} .")
+# ``--captions sentences`` trains on these instead, as CLIP's web captions are: "relatively rare ... for
+# the text paired with the image to be just a single word" (Radford et al. 2021, sec. 3.1.4), the
+# reason given there for prompt ensembling. docs/QUALITY.md reports what ensembling does on both models.
+SENTENCES = ("a {} in a shop window", "someone is selling a {}", "i just bought this {}", "look at this {}", "a scan of a {}")
+CAPTION_SETS = {"bare": BARE, "sentences": SENTENCES}
 CAPTIONS = (
-    "{}",
-    "{}",
-    "a {}",
-    "the {}",
-    "{} .",
     "a photo of a {}",
     "a photo of the {}",
     "a picture of a {}",
@@ -141,9 +143,9 @@ def caption(template: str, name: str) -> str:
     return re.sub(r"\ba (?=[aeiou])", "an ", template.format(name))
 
 
-def caption_table(tokenizer) -> tuple[list[str], np.ndarray, np.ndarray]:
+def caption_table(tokenizer, templates: tuple[str, ...]) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Every caption the training can draw, tokenised once: (texts, ids, lengths)."""
-    texts = sorted({caption(t, n) for _, names in CLASSES for n in names for t in CAPTIONS})
+    texts = sorted({caption(t, n) for _, names in CLASSES for n in names for t in templates})
     enc = tokenizer(texts, padding=True, return_tensors="np")
     return texts, enc["input_ids"], enc["attention_mask"].sum(1)
 
@@ -288,7 +290,7 @@ def compact_json(path: Path) -> None:
     path.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
 
 
-def train(out: Path, heldout: Path | None, epochs: int) -> None:
+def train(out: Path, heldout: Path | None, epochs: int, templates: tuple[str, ...] = BARE + CAPTIONS) -> None:
     import torch
 
     torch.manual_seed(SEED)
@@ -304,8 +306,8 @@ def train(out: Path, heldout: Path | None, epochs: int) -> None:
     if heldout is not None:
         write_heldout(heldout, test_x, test_y)
 
-    texts, ids, lengths = caption_table(tokenizer)
-    by_class = [[i for i, t in enumerate(texts) if any(_mentions(t, n) for n in names)] for _, names in CLASSES]
+    texts, ids, lengths = caption_table(tokenizer, templates)
+    by_class = [[i for i, t in enumerate(texts) if any(_mentions(t, n, templates) for n in names)] for _, names in CLASSES]
     model = build_model().train()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
@@ -360,9 +362,9 @@ def train(out: Path, heldout: Path | None, epochs: int) -> None:
           f"zero-shot top-1 on the 10,000 test images: {accuracy:.3f}; saved {size / 1e6:.1f} MB to {out}")
 
 
-def _mentions(text: str, name: str) -> bool:
+def _mentions(text: str, name: str, templates: tuple[str, ...]) -> bool:
     """Whether a caption was made from this class name (names are unique across classes as whole phrases)."""
-    return any(caption(t, name) == text for t in CAPTIONS)
+    return any(caption(t, name) == text for t in templates)
 
 
 def main() -> None:
@@ -370,8 +372,10 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="folder to save the model in (save_pretrained)")
     parser.add_argument("--heldout", type=Path, help="also write the held-out PNG sample here")
     parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--captions", choices=sorted(CAPTION_SETS), default="bare",
+                        help="with the bare-name captions (the committed model) or sentences in their place")
     args = parser.parse_args()
-    train(args.out, args.heldout, args.epochs)
+    train(args.out, args.heldout, args.epochs, CAPTION_SETS[args.captions] + CAPTIONS)
 
 
 if __name__ == "__main__":
