@@ -4,7 +4,8 @@
 
 Builds a library of ``tests/data/fashion-heldout`` (10 classes x 40 images) with the trained model
 ``tests/data/fashion-clip`` through the real indexer, then for every class name as a text query and
-every image as an image query asks ``Searcher.run`` for all results with ``--cutoff auto`` and reports,
+every image as an image query asks ``Searcher.run`` for all results with ``--cutoff auto`` and reports
+(text read as typed, the default, and again through its prompt ensemble, ``--ensemble``),
 averaged over queries: ``kept_relevant`` (share of the query's class that survives the cutoff) and
 ``dropped_other`` (share of the other classes that is cut). It also sweeps the rule's constants
 (``search.cutoff.NULL_MARGIN`` for text, ``IMAGE_Z`` for images) so the defaults can be read off.
@@ -40,14 +41,14 @@ def build(home: Path) -> None:
     assert result.exit_code == 0, result.output
 
 
-def score(searcher: Searcher, terms: tuple[Term, ...], relevant: set[str], total: int) -> tuple[float, float]:
-    found = searcher.run(Query(terms=terms, cutoff=Cutoff("auto"), k=total))
+def score(searcher: Searcher, terms: tuple[Term, ...], relevant: set[str], total: int, ensemble: bool) -> tuple[float, float]:
+    found = searcher.run(Query(terms=terms, cutoff=Cutoff("auto"), k=total, ensemble=ensemble))
     kept = {h.path for h in found.hits}
     others = total - len(relevant)
     return len(kept & relevant) / len(relevant), 1 - len(kept - relevant) / max(1, others)
 
 
-def sweep(searcher: Searcher, classes: dict[str, list[str]], total: int, *, text: bool) -> list[dict[str, float]]:
+def sweep(searcher: Searcher, classes: dict[str, list[str]], total: int, *, text: bool, ensemble: bool = False) -> list[dict[str, float]]:
     rows = []
     values = (-0.05, -0.02, 0.0, 0.02, 0.05, 0.1) if text else (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
     name = "NULL_MARGIN" if text else "IMAGE_Z"
@@ -59,7 +60,7 @@ def sweep(searcher: Searcher, classes: dict[str, list[str]], total: int, *, text
             for label, paths in classes.items():
                 queries = [(Term("text", label.replace("-", " ")),)] if text else [(Term("image", p),) for p in paths[:5]]
                 for terms in queries:
-                    k, d = score(searcher, terms, set(paths), total)
+                    k, d = score(searcher, terms, set(paths), total, ensemble)
                     kept.append(k)
                     dropped.append(d)
             rows.append({name: value, "kept_relevant": round(float(np.mean(kept)), 3), "dropped_other": round(float(np.mean(dropped)), 3)})
@@ -85,6 +86,7 @@ def main() -> None:
             "images": total,
             "defaults": {"NULL_MARGIN": cutoff.NULL_MARGIN, "IMAGE_Z": cutoff.IMAGE_Z},
             "text_queries": sweep(searcher, classes, total, text=True),
+            "text_queries_ensemble": sweep(searcher, classes, total, text=True, ensemble=True),
             "image_queries": sweep(searcher, classes, total, text=False),
         }
     finally:

@@ -15,11 +15,11 @@ Each query text is timed three ways, one after the other in the same loop (same 
   candidates, exact re-rank from the mmapped vectors, catalog rows for the hits);
 * ``search``: ``Library.search_vector(vector, k)`` alone, with the vector encoded before.
 
-``end to end`` reads the text as typed (``raw``), as the encoder alone does; the text cache is cleared
+``end to end`` reads the text as typed (the default), as the encoder alone does; the text cache is cleared
 before every query so each one pays its encoding. Two more cases, in the same loop:
 
 * ``ensemble``: each short (1-3 word) query through its prompt ensemble (``search/prompts.py``: every
-  template in one batch), the CLI's default for such texts; its p50 and its ratio to ``encode`` of
+  template in one batch), what ``--ensemble`` costs such texts; its p50 and its ratio to ``encode`` of
   the same texts.
 * ``filtered``: ``Searcher.run`` with a 1 % folder filter (one folder of the made-up library), search +
   re-rank + catalog with the vector encoded before (the filter's mask is computed once per snapshot and
@@ -182,13 +182,13 @@ def main(argv: list[str] | None = None) -> None:
                 vector = encoder.encode_text([text])[0]
                 t1 = time.perf_counter()
                 searcher.texts.clear()
-                hits = searcher.search(text, args.k, raw=True)
+                hits = searcher.search(text, args.k)
                 t2 = time.perf_counter()
                 library.search_vector(vector, args.k)
                 t3 = time.perf_counter()
                 searcher.texts.clear()
                 if prompts.is_short(text):  # only short texts get the ensemble; longer ones are read as typed
-                    ensemble_s.append(_timed(lambda text=text: searcher.texts.vectors([text])))
+                    ensemble_s.append(_timed(lambda text=text: searcher.texts.vectors([text], ensemble=True)))
                     short_encode_s.append(t1 - t0)
                 filtered_s.append(_timed(lambda vector=vector: querying.run_vector(searcher, vector, filtered)))
                 encode_s.append(t1 - t0)

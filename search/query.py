@@ -85,7 +85,7 @@ class Query:
     k: int = 20
     offset: int = 0
     group: bool = False  # collapse near-duplicates (search.grouping)
-    raw: bool = False  # no prompt ensembling for short texts
+    ensemble: bool = False  # short texts through the prompt ensemble (search.prompts: why it is off by default)
 
     def __post_init__(self) -> None:
         if not self.terms:
@@ -114,7 +114,7 @@ class Query:
             "k": self.k,
             "offset": self.offset,
             "group": self.group,
-            "raw": self.raw,
+            "ensemble": self.ensemble,
         }
 
     @classmethod
@@ -132,7 +132,7 @@ class Query:
                 k=int(data.get("k", 20)),
                 offset=int(data.get("offset", 0)),
                 group=bool(data.get("group", False)),
-                raw=bool(data.get("raw", False)),
+                ensemble=_ensemble(data),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise QueryError(f"The query is not well formed ({type(err).__name__}: {err}).") from None
@@ -249,3 +249,10 @@ def parse_date(text: str) -> date:
         return date.fromisoformat(text.strip()[:10]) if len(text.strip()) >= 10 else date.fromisoformat(text.strip())
     except ValueError:
         raise QueryError(f"'{text}' is not a date: use YYYY-MM-DD.") from None
+
+
+def _ensemble(data: dict[str, Any]) -> bool:
+    """``ensemble`` of a JSON query; a query written before it was the default's opposite says ``raw``."""
+    if "ensemble" in data:
+        return bool(data["ensemble"])
+    return not bool(data.get("raw", True))

@@ -2,7 +2,7 @@
 group, sort and page. ``Searcher.run`` is the one entry point the CLI, the server and the page use.
 
 Steps (each a pure function in ``search.ranking``/``search.cutoff`` where it can be):
-1. Embed: a text term through ``search.texts`` (prompt ensemble for short texts unless ``raw``; long
+1. Embed: a text term through ``search.texts`` (a short text through its prompt ensemble when the query asks for it; long
    texts in windows), an indexed image by its stored vector (no model), any other image by the model.
    The query vector is the normalised weighted sum (``ranking.combine``).
 2. Rank the ``pool`` best matches of the filter (``Library.rank``: a filter never costs results).
@@ -49,7 +49,7 @@ def embed(searcher: Searcher, query: Query) -> Embedded:
     weights: list[float] = []
     notices: list[str] = []
     if texts:
-        text_vecs, notices = searcher.texts.vectors([str(t.value) for t in texts], raw=query.raw)
+        text_vecs, notices = searcher.texts.vectors([str(t.value) for t in texts], ensemble=query.ensemble)
         vectors.extend(text_vecs)
         weights.extend(t.weight for t in texts)
     self_id = None
@@ -186,7 +186,7 @@ def _keep(searcher: Searcher, query: Query, embedded: Embedded, ids: np.ndarray,
         return scores >= query.cutoff.score
     library = searcher.library
     if embedded.has_text:
-        nulls, _ = searcher.texts.vectors(list(cutoff.NULL_PROMPTS), raw=True)
+        nulls, _ = searcher.texts.vectors(list(cutoff.NULL_PROMPTS))
         return cutoff.keep_over_null(scores, ann.gather(library.vectors, ids), nulls)
     sample = ann.gather(library.vectors, cutoff.sample_ids(library.snapshot.live[library.snapshot.live < len(library.allowed)]))
     threshold = cutoff.outlier_threshold(sample @ embedded.vector)

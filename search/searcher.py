@@ -56,12 +56,12 @@ class Searcher:
         """A whole query: terms, filter, cutoff, grouping, sort and page (``search.querying``)."""
         return querying.run(self, query)
 
-    def search(self, text: str, k: int = 20, *, raw: bool = False) -> list[Hit]:
-        """Images matching a text, best first: ``run`` with one text term (a short text is read through
-        its prompt ensemble unless ``raw``)."""
+    def search(self, text: str, k: int = 20, *, ensemble: bool = False) -> list[Hit]:
+        """Images matching a text, best first: ``run`` with one text term (read as typed, or a short text
+        through its prompt ensemble with ``ensemble``)."""
         if not text or not text.strip():
             raise QueryError("The text query is empty.")
-        return self.run(Query(terms=(Term("text", text.strip()),), k=k, raw=raw)).hits
+        return self.run(Query(terms=(Term("text", text.strip()),), k=k, ensemble=ensemble)).hits
 
     def similar(self, image: ImageQuery, k: int = 20, allowed: np.ndarray | None = None) -> list[Hit]:
         """Images like the given one: a path (an indexed file uses its stored vector), bytes, a file object

@@ -1,10 +1,10 @@
 """Text terms -> vectors: prompt ensembles for short texts, windows for texts past the token limit.
 
-* A short text (``search.prompts.is_short``: 1-3 words) is embedded as the average of its prompt
-  templates (``search.prompts``), unless ``raw``.
+* A text is embedded as typed; with ``ensemble``, a short one (``search.prompts.is_short``: 1-3 words)
+  as the average of its prompt templates (``search.prompts``).
 * A text longer than the model reads (77 tokens for CLIP) is never silently cut: it is split at word
   boundaries into windows that each fit, their vectors are averaged, and a notice says so once.
-* Vectors are cached per (text, raw) for the life of the ``TextEncoder`` (the server and the page keep one).
+* Vectors are cached per (text, ensemble) for the life of the ``TextEncoder`` (the server and the page keep one).
 """
 
 from __future__ import annotations
@@ -46,12 +46,12 @@ class TextEncoder:
     limit: int
     _cache: OrderedDict[tuple[str, bool], Any] = field(default_factory=OrderedDict)
 
-    def vectors(self, texts: Sequence[str], *, raw: bool = False) -> tuple[Vectors, list[str]]:
+    def vectors(self, texts: Sequence[str], *, ensemble: bool = False) -> tuple[Vectors, list[str]]:
         """Unit vectors for ``texts`` and the notices for the user (long texts split)."""
         from search import prompts
 
         notices: list[str] = []
-        out: list[Vectors | None] = [self._cache.get((t, raw)) for t in texts]
+        out: list[Vectors | None] = [self._cache.get((t, ensemble)) for t in texts]
         todo = [i for i, v in enumerate(out) if v is None]
         counts = self.count_tokens([texts[i] for i in todo]) if todo else []
         long_texts = {i for i, n in zip(todo, counts, strict=True) if n + SPECIAL_TOKENS > self.limit}
@@ -66,11 +66,11 @@ class TextEncoder:
         rest = [i for i in todo if i not in long_texts]
         if rest:
             batch = [texts[i] for i in rest]
-            vecs = self.encode(batch) if raw else prompts.ensemble_text(self.encode, batch)
+            vecs = prompts.ensemble_text(self.encode, batch) if ensemble else self.encode(batch)
             for i, vec in zip(rest, vecs, strict=True):
                 out[i] = vec
         for i in todo:
-            self._remember((texts[i], raw), out[i])
+            self._remember((texts[i], ensemble), out[i])
         return np.stack([np.asarray(v, dtype=np.float32) for v in out]), notices
 
     def clear(self) -> None:

@@ -58,6 +58,10 @@ def test_queries_refuse_what_cannot_be_searched() -> None:
         Cutoff.parse("high")
     q = Query(terms=(Term("text", "cat"),), k=10).with_page(3)
     assert q.offset == 20 and Query.from_json(q.to_json()) == q
+    assert not q.ensemble and Query.from_json({**q.to_json(), "ensemble": True}).ensemble
+    legacy = {k: v for k, v in q.to_json().items() if k != "ensemble"}  # a client from before the default changed
+    assert Query.from_json({**legacy, "raw": False}).ensemble and not Query.from_json({**legacy, "raw": True}).ensemble
+    assert not Query.from_json(legacy).ensemble
 
 
 def test_combine_is_the_normalised_weighted_sum() -> None:

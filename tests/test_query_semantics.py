@@ -89,9 +89,9 @@ def hit_rows(hits: list[dict[str, object]], library: Library) -> tuple[np.ndarra
     return rows, scores
 
 
-def test_raw_reads_the_text_as_typed_and_the_default_its_prompt_ensemble(fashion: tuple[Searcher, dict[str, set[str]]], semantic_model: Path) -> None:
+def test_the_default_reads_the_text_as_typed_and_ensemble_its_prompt_ensemble(fashion: tuple[Searcher, dict[str, set[str]]], semantic_model: Path) -> None:
     """Through the CLI: each hit's score is the cosine of its stored vector with the bare text's vector
-    under --raw, and with the ensemble's (search.prompts) by default; the two differ."""
+    by default and under --raw, and with the ensemble's (search.prompts) under --ensemble; the two differ."""
     from search import prompts
 
     searcher, _ = fashion
@@ -100,18 +100,18 @@ def test_raw_reads_the_text_as_typed_and_the_default_its_prompt_ensemble(fashion
     encoder = Encoder.load(str(semantic_model), "cpu")
     bare = encoder.encode_text(["ankle boot"])[0]
     ensemble = prompts.ensemble_text(encoder.encode_text, ["ankle boot"])[0]
-    for args, vector, other in (((), ensemble, bare), (("--raw",), bare, ensemble)):
+    for args, vector, other in (((), bare, ensemble), (("--raw",), bare, ensemble), (("--ensemble",), ensemble, bare)):
         hits = cli("search", "ankle boot", "-k", "40", "--json", *args)
         rows, scores = hit_rows(hits, library)
         assert np.allclose(rows @ vector, scores, atol=2e-3), args  # float16 storage, 4-decimal scores
         assert np.abs(rows @ other - scores).max() > 0.01, args  # and the other vector would not fit
-    other = cli("search", "ankle boot", "-k", "40", "--json")
-    raw = cli("search", "ankle boot", "-k", "40", "--json", "--raw")
+    other = cli("search", "ankle boot", "-k", "40", "--json", "--ensemble")
+    raw = cli("search", "ankle boot", "-k", "40", "--json")
     assert [h["score"] for h in other] != [h["score"] for h in raw]
 
 
 def test_text_vectors_are_cached_per_text_and_mode(semantic_model: Path) -> None:
-    """search.texts.TextEncoder: a text seen before costs no model call, raw and ensembled kept apart."""
+    """search.texts.TextEncoder: a text seen before costs no model call, as typed and ensembled kept apart."""
     from search.texts import TextEncoder
 
     encoder = Encoder.load(str(semantic_model), "cpu")
@@ -126,10 +126,10 @@ def test_text_vectors_are_cached_per_text_and_mode(semantic_model: Path) -> None
     made = len(calls)
     again, _ = texts.vectors(["a dress on a black background", "sneaker"])
     assert len(calls) == made and np.array_equal(again, first[::-1])
-    raw, _ = texts.vectors(["sneaker"], raw=True)
-    assert len(calls) == made + 1 and calls[-1] == ["sneaker"]  # the bare text is its own entry, read as typed
-    texts.vectors(["sneaker"], raw=True)
-    assert len(calls) == made + 1
+    ensembled, _ = texts.vectors(["sneaker"], ensemble=True)
+    assert len(calls) == made + 1 and len(calls[-1]) > 1 and "sneaker" not in calls[-1]  # its own entry: the templates
+    texts.vectors(["sneaker"], ensemble=True)
+    assert len(calls) == made + 1 and not np.allclose(ensembled[0], first[0])
 
 
 def test_cli_cutoff_auto_and_image_queries_with_and_not(fashion: tuple[Searcher, dict[str, set[str]]], semantic_model: Path) -> None:

@@ -35,8 +35,8 @@ PER_CLASS = 40
 N_IMAGES = PER_CLASS * len(QUERIES)
 
 # Floors, each well under what the committed model scores and well over chance (docs/QUALITY.md).
-MIN_PRECISION_AT_10 = 0.75  # text -> image, the share of a class query's top 10 in the class; chance 0.1; model 0.91
-MIN_MAP = 0.75  # text -> image mean average precision over the 400 images; chance ~0.1; model 0.85
+MIN_PRECISION_AT_10 = 0.75  # text -> image, the share of a class query's top 10 in the class; chance 0.1; model 0.89
+MIN_MAP = 0.75  # text -> image mean average precision over the 400 images; chance ~0.1; model 0.845
 MIN_NEIGHBOUR_PURITY = 0.55  # image -> image, the share of 10 nearest in the class; chance 0.1; model 0.59
 
 
@@ -111,21 +111,32 @@ def test_text_ranks_the_class_first(encoder: Encoder, images: tuple[np.ndarray, 
 
 
 def text_map(encoder: Encoder, images: tuple[np.ndarray, np.ndarray]) -> float:
-    """Mean average precision of the class queries, embedded as search embeds them (the prompt ensemble)."""
-    return mean_average_precision(*images, prompts.ensemble_text(encoder.encode_text, list(QUERIES.values())))
+    """Mean average precision of the class queries, embedded as search embeds them (as typed)."""
+    return mean_average_precision(*images, encoder.encode_text(list(QUERIES.values())))
 
 
-def test_prompt_ensemble_on_this_model(encoder: Encoder, images: tuple[np.ndarray, np.ndarray]) -> None:
-    """What the evidence says (search/prompts.py): on this model, trained on bare names and short photo
-    captions alike, the ensemble neither helps nor hurts measurably (within 0.03 of the bare names), and
-    the photo templates do at least as well as CLIP's "best 7" (origami, video game...)."""
+# More than this above the bare names, in zero-shot accuracy or mAP on the 400 held-out images, is a
+# measurable gain: 0.03 is 12 of 400 images, past the noise of the sample (docs/QUALITY.md).
+ENSEMBLE_GAIN = 0.03
+
+
+def test_the_ensemble_default_follows_the_evidence(encoder: Encoder, images: tuple[np.ndarray, np.ndarray]) -> None:
+    """Prompt ensembling is on by default exactly when it measurably helps this model (search/prompts.py).
+    It does not: level with the bare names here and on all 10,000 test images, so a query reads its text
+    as typed unless it asks for the ensemble. A retrained model on which it helped would fail this test
+    until the default changed back. The photo templates also do at least as well as CLIP's "best 7"
+    (origami, video game...), so ``--ensemble`` gets the better set."""
+    from search.query import Query, Term
+
     vectors, labels = images
     names = list(QUERIES.values())
     raw = encoder.encode_text(names)
     ensembled = prompts.ensemble_text(encoder.encode_text, names)
     best7 = prompts.ensemble_text(encoder.encode_text, names, templates=CLIP_BEST_7)
-    for metric in (zero_shot_accuracy, mean_average_precision):
-        assert abs(metric(vectors, labels, ensembled) - metric(vectors, labels, raw)) <= 0.03
+    metrics = (zero_shot_accuracy, mean_average_precision)
+    helps = any(m(vectors, labels, ensembled) - m(vectors, labels, raw) > ENSEMBLE_GAIN for m in metrics)
+    assert Query(terms=(Term("text", "sneaker"),)).ensemble is helps
+    for metric in metrics:
         assert metric(vectors, labels, ensembled) >= metric(vectors, labels, best7)
 
 

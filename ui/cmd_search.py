@@ -49,7 +49,7 @@ CutoffOpt = Annotated[str, typer.Option("--cutoff", metavar="auto|none|SCORE", h
 OffsetOpt = Annotated[int, typer.Option("--offset", metavar="N", min=0, help="Skip the first N results.")]
 PageOpt = Annotated[int | None, typer.Option("--page", metavar="N", min=1, help="Page N of -k results (instead of --offset).", show_default=False)]
 GroupOpt = Annotated[bool, typer.Option("--group", help="Collapse near-duplicates into one result with a count.")]
-RawOpt = Annotated[bool, typer.Option("--raw", help="Embed short texts as typed (no prompt ensemble).")]
+EnsembleOpt = Annotated[bool, typer.Option("--ensemble/--raw", help="Read 1-3 word texts through the prompt-template ensemble, or as typed (search/prompts.py says why as typed is the default).")]
 ExportOpt = Annotated[Path | None, typer.Option("--export", metavar="DIR", help="Link the results into DIR (ranked names).", show_default=False)]
 CopyOpt = Annotated[bool, typer.Option("--copy", help="With --export: copy the files instead of linking them.")]
 ServerOpt = Annotated[str | None, typer.Option("--server", metavar="URL", help="Ask the `viewfinder serve` at URL.", show_default=False)]
@@ -57,7 +57,7 @@ NoServerOpt = Annotated[bool, typer.Option("--no-server", help="Answer in this p
 CsvOpt = Annotated[Path | None, typer.Option("--csv", metavar="FILE", help="Write the results to a CSV file.", show_default=False)]
 
 
-def build_query(terms: tuple[Any, ...], *, k: int, offset: int, page: int | None, sort: str, cutoff: str, group: bool, raw: bool, **filters: Any) -> Any:
+def build_query(terms: tuple[Any, ...], *, k: int, offset: int, page: int | None, sort: str, cutoff: str, group: bool, ensemble: bool, **filters: Any) -> Any:
     from search.filterspec import (
         Filter,  # not search.filters: numpy + SQLAlchemy would slow the server client path
     )
@@ -82,7 +82,7 @@ def build_query(terms: tuple[Any, ...], *, k: int, offset: int, page: int | None
         k=k,
         offset=offset,
         group=group,
-        raw=raw,
+        ensemble=ensemble,
     )
     return query.with_page(page) if page else query
 
@@ -171,7 +171,7 @@ QUERY_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("folder", FolderOpt, None), ("after", AfterOpt, None), ("before", BeforeOpt, None), ("formats", FormatOpt, None),
     ("min_width", MinWidthOpt, None), ("min_height", MinHeightOpt, None), ("camera", CameraOpt, None), ("glob", GlobOpt, None),
     ("tags", TagOpt, None), ("sort", SortOpt, "relevance"), ("cutoff", CutoffOpt, "none"), ("k", KOpt, 20), ("offset", OffsetOpt, 0), ("page", PageOpt, None),
-    ("group", GroupOpt, False), ("raw", RawOpt, False), ("export", ExportOpt, None), ("copy", CopyOpt, False), ("csv_file", CsvOpt, None),
+    ("group", GroupOpt, False), ("ensemble", EnsembleOpt, False), ("export", ExportOpt, None), ("copy", CopyOpt, False), ("csv_file", CsvOpt, None),
     ("server", ServerOpt, None), ("no_server", NoServerOpt, False), ("home", HomeOpt, None), ("model", ModelOpt, None),
     ("device", DeviceOpt, "auto"), ("backend", BackendOpt, None), ("precision", PrecisionOpt, None), ("as_json", JsonOpt, False),
 )  # fmt: skip

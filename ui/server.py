@@ -110,7 +110,7 @@ def error_body(err: errors.ViewfinderError) -> dict[str, Any]:
 class SearchRequest(BaseModel):
     """Either ``query`` (``search.query.Query.to_json()``: every option the CLI has) or a plain ``text``."""
 
-    query: dict[str, Any] | None = Field(None, description="A whole query: terms, filter, sort, cutoff, k, offset, group, raw.")
+    query: dict[str, Any] | None = Field(None, description="A whole query: terms, filter, sort, cutoff, k, offset, group, ensemble.")
     text: str | None = Field(None, description="Shorthand for a query of one text term.")
     k: int = Field(20, ge=1, le=10_000, description="Number of results (with ``text``).")
     model: str | None = Field(None, description="The model the client expects (409 if the library's is another).")

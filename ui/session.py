@@ -31,6 +31,7 @@ MAX_WEIGHT = 3.0  # the weight slider's top
 # st.session_state keys
 TERMS, PAGES, OPEN, UPLOAD_GEN, UPLOAD_ERROR, TEXT, PREVIEWS = "terms", "pages", "open", "upload_gen", "upload_error", "text", "previews"
 SORT, CUTOFF, CUTOFF_SCORE, GROUP, SELECTED, ADD_TEXT = "sort", "cutoff", "cutoff_score", "group", "selected", "add_text"
+ENSEMBLE = "ensemble"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +46,7 @@ class Upload:
 def init_state(state: MutableMapping[str, Any]) -> None:
     defaults = (
         (TERMS, ()), (PAGES, 1), (OPEN, None), (UPLOAD_GEN, 0), (UPLOAD_ERROR, None), (TEXT, ""), (PREVIEWS, {}),
-        (SORT, "relevance"), (CUTOFF, "auto"), (CUTOFF_SCORE, 0.2), (GROUP, True), (SELECTED, set()), (ADD_TEXT, ""),
+        (SORT, "relevance"), (CUTOFF, "auto"), (CUTOFF_SCORE, 0.2), (GROUP, True), (ENSEMBLE, False), (SELECTED, set()), (ADD_TEXT, ""),
     )  # fmt: skip
     for key, value in defaults:
         state.setdefault(key, value)
@@ -166,7 +167,7 @@ def build_query(state: MutableMapping[str, Any], flt: Filter, per_page: int) -> 
     k = min(MAX_RESULTS, per_page * state.get(PAGES, 1))
     return Query(
         terms=query_terms, filter=flt, sort=state.get(SORT, "relevance"), cutoff=cutoff_of(state), k=k,
-        group=bool(state.get(GROUP, True)),
+        group=bool(state.get(GROUP, True)), ensemble=bool(state.get(ENSEMBLE, False)),
     )  # fmt: skip
 
 

@@ -123,4 +123,8 @@ def results_options() -> int:
     if st.session_state.get(ss.CUTOFF) == "score":
         st.sidebar.slider("Minimum score", -1.0, 1.0, step=0.01, key=ss.CUTOFF_SCORE)
     st.sidebar.checkbox("Group near-duplicates", key=ss.GROUP)
+    st.sidebar.checkbox(
+        "Prompt ensemble", key=ss.ENSEMBLE,
+        help="Read a 1-3 word text through several photo templates averaged (search/prompts.py), not as typed.",
+    )  # fmt: skip
     return st.sidebar.selectbox("Results per page", PAGE_SIZES, index=PAGE_SIZES.index(DEFAULT_PAGE_SIZE), key=PER_PAGE)
