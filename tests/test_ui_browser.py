@@ -203,15 +203,21 @@ def press(browser: DevTools, key: str, code: int) -> None:
         browser.call("Input.dispatchKeyEvent", type=kind, key=key, code=key, windowsVirtualKeyCode=code)
 
 
-def choose(browser: DevTools, label: str, option: str) -> None:
-    """Pick ``option`` in the selectbox labelled ``label`` (a react-aria combobox: the arrow key opens it)."""
+def open_list(browser: DevTools, selector: str, what: str) -> None:
+    """Open the option list of the select box whose input matches ``selector``: focus it and press the
+    down arrow until options show (a mouse click that lands while the page reruns only focuses it)."""
     def opened() -> bool:
-        browser.js(f"document.querySelector('input[aria-label=\"{label}\"]').focus()")
+        browser.js(f"document.querySelector({json.dumps(selector)}).focus()")
         press(browser, "ArrowDown", 40)
         time.sleep(0.3)
         return bool(browser.js("document.querySelectorAll('[role=\"option\"]').length"))
 
-    wait_for(opened, f"the {label} list", every=0.5)
+    wait_for(opened, what, every=0.5)
+
+
+def choose(browser: DevTools, label: str, option: str) -> None:
+    """Pick ``option`` in the selectbox labelled ``label`` (a react-aria combobox: the arrow key opens it)."""
+    open_list(browser, f'input[aria-label="{label}"]', f"the {label} list")
     click(browser, '[role="option"]', option, f"the option {option}")
     wait_for(lambda: browser.js(f"document.querySelector('input[aria-label=\"{label}\"]').value") == option, f"{label} = {option}")
 

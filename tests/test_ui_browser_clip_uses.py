@@ -26,6 +26,7 @@ from test_ui_browser import (  # the same DevTools driver and fixtures
     choose,
     click,
     group_off,
+    open_list,
     page_state,
     press,
     result_images,
@@ -108,8 +109,7 @@ def test_tag_facet_keeps_exactly_the_tagged_images(served: Any, browser: DevTool
         browser.js("""[...document.querySelectorAll('[data-testid="stSidebar"] [data-testid="stMultiSelect"]')]
           .filter(box => box.querySelector('label') && box.querySelector('label').innerText.trim() === "Tags")
           .forEach(box => box.querySelector('input').setAttribute('data-facet', 'tags'))""")
-        click(browser, 'input[data-facet="tags"]', what="the Tags box")
-        wait_for(lambda: browser.js("""[...document.querySelectorAll('[role="option"]')].map(e => e.innerText)""") or None, "the tag options")
+        open_list(browser, 'input[data-facet="tags"]', "the tag options")
         options = browser.js("""[...document.querySelectorAll('[role="option"]')].map(e => e.innerText.trim())""")
         assert f"trouser ({counts['trouser']})" in options, options  # each label with its count
         click(browser, '[role="option"]', f"trouser ({counts['trouser']})", "the trouser option")
