@@ -77,12 +77,7 @@ def forget(writer: LibraryWriter, rows: Sequence[str], *, flat_below: int = ann.
     """Remove ``rows`` (catalog paths) and bring the index up to date, under the writer's lock."""
     if rows:
         writer.remove(list(rows))
-    index = writer.finish(flat_below=flat_below) if rows else _params(writer)
+    index = writer.finish(flat_below=flat_below) if rows else writer.index_params
     with writer.session() as session:
         images = catalog.counts(session)["indexed"]
     return Forgotten(paths=list(rows), images=images, index=index)
-
-
-def _params(writer: LibraryWriter) -> IndexParams | None:
-    raw = writer.meta.get("index_params")
-    return IndexParams.from_json(raw) if raw else None

@@ -28,7 +28,7 @@ from indexer.pglock import AdvisoryLock
 from search import ann, catalog, catalog_location, ondisk, recall, tagdb
 from search.disk import REAL, Disk
 from search.errors import LibraryLocked, LibraryWriteError, ModelMismatch
-from search.snapshot import check_model, open_catalog, read_snapshot
+from search.snapshot import MetaFacts, check_model, open_catalog, read_snapshot
 from search.records import ImageRecord, IndexParams, Vectors
 from search.recall import RecallCheck
 from search.tagdb import LabelSet
@@ -88,7 +88,7 @@ def write_failure(home: Path, what: str, err: BaseException) -> LibraryWriteErro
     )
 
 
-class LibraryWriter:
+class LibraryWriter(MetaFacts):
     """Holds the library's lock from ``open`` to ``close``; use as a context manager."""
 
     def __init__(
@@ -142,18 +142,6 @@ class LibraryWriter:
         self.close()
 
     # --- facts ---------------------------------------------------------------------------------------
-
-    @property
-    def model(self) -> str | None:
-        return self.meta.get("model")
-
-    @property
-    def dim(self) -> int | None:
-        return self.meta.get("dim")
-
-    @property
-    def vector_rows(self) -> int:
-        return int(self.meta.get("vector_rows", 0))
 
     @property
     def vectors_path(self) -> Path:

@@ -252,7 +252,7 @@ def parse_date(text: str) -> date:
 
 
 def _ensemble(data: dict[str, Any]) -> bool:
-    """``ensemble`` of a JSON query; a query written before it was the default's opposite says ``raw``."""
+    """``ensemble`` of a JSON query. One from before that field says ``raw``, its opposite, instead."""
     if "ensemble" in data:
         return bool(data["ensemble"])
     return not bool(data.get("raw", True))

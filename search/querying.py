@@ -2,8 +2,9 @@
 group, sort and page. ``Searcher.run`` is the one entry point the CLI, the server and the page use.
 
 Steps (each a pure function in ``search.ranking``/``search.cutoff`` where it can be):
-1. Embed: a text term through ``search.texts`` (a short text through its prompt ensemble when the query asks for it; long
-   texts in windows), an indexed image by its stored vector (no model), any other image by the model.
+1. Embed: a text term through ``search.texts`` (as typed, or a short one through its prompt ensemble
+   when the query asks for it; long texts in windows), an indexed image by its stored vector (no
+   model), any other image by the model.
    The query vector is the normalised weighted sum (``ranking.combine``).
 2. Rank the ``pool`` best matches of the filter (``Library.rank``: a filter never costs results).
    With one indexed image as the only positive term, that image is placed first (it is its own best

@@ -25,13 +25,12 @@ from search.schema import migrate
 from search.vectors import file_rows
 
 
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """What one read transaction of the catalog saw."""
+class MetaFacts:
+    """The library's facts as its catalog's meta table (``meta``) holds them: read by the snapshot and
+    by the writer (``indexer.writer.LibraryWriter``) alike."""
 
+    __slots__ = ()
     meta: dict[str, Any]
-    live: np.ndarray  # sorted FAISS ids of committed, indexed rows
-    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint32))  # catalog row id of each live id
 
     @property
     def model(self) -> str | None:
@@ -49,6 +48,15 @@ class Snapshot:
     def index_params(self) -> IndexParams | None:
         raw = self.meta.get("index_params")
         return IndexParams.from_json(raw) if raw else None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot(MetaFacts):
+    """What one read transaction of the catalog saw."""
+
+    meta: dict[str, Any]
+    live: np.ndarray  # sorted FAISS ids of committed, indexed rows
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint32))  # catalog row id of each live id
 
 
 def catalog_path(home: Path) -> Path:
